@@ -1,0 +1,21 @@
+"""`parity ...`: each command lives in its own module and registers itself on the shared app."""
+
+from __future__ import annotations
+
+import sys
+
+from parity.cli.app import app, err_console
+from parity.errors import ParityError
+
+# Importing a command module registers its commands on `app`.
+from parity.cli import emulate as _emulate  # noqa: F401,E402
+from parity.cli import demo as _demo  # noqa: F401,E402
+
+
+def main() -> None:
+    """Entry point: run the app; a ParityError is printed as one clear line, not a traceback."""
+    try:
+        app()
+    except ParityError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""`parity emulate`: serve the local Claude API emulator."""
