@@ -1,0 +1,116 @@
+"""Write Exchanges to the ledger from a background thread, so no request ever waits on the database."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from parity.exchange import Exchange, format_time
+from parity.ledger.schema import create_engine, exchanges, ledger_url
+
+log = logging.getLogger("parity.ledger")
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """An Exchange plus what the ledger adds: its exact cost, why it took its route, and the gateway key used."""
+
+    exchange: Exchange
+    cost_usd: Decimal | None = None
+    reason: str | None = None
+    key_id: str | None = None
+    status_code: int | None = None
+
+
+def _row(entry: LedgerEntry) -> dict[str, Any]:
+    ex = entry.exchange
+    usage = ex.usage or {}
+    return {
+        "started_at": format_time(ex.started_at),
+        "duration_ms": ex.duration_ms,
+        "task": ex.tags.get("task"),
+        "route": ex.route,
+        "model_requested": ex.model_requested,
+        "model_served": ex.model_served,
+        "status_code": entry.status_code,
+        "batch": ex.batch,
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "cache_read_input_tokens": usage.get("cache_read_input_tokens"),
+        "cache_creation_input_tokens": usage.get("cache_creation_input_tokens"),
+        "cost_usd": None if entry.cost_usd is None else str(entry.cost_usd),
+        "reason": entry.reason,
+        "key_id": entry.key_id,
+        "exchange_json": ex.to_json(),
+    }
+
+
+class LedgerWriter:
+    """A durable, non-blocking ledger: `write` only enqueues; a worker thread inserts in small transactions."""
+
+    def __init__(self, url: str, *, batch_size: int = 256):
+        self.url = ledger_url(url)
+        self.engine = create_engine(self.url)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._batch_size = batch_size
+        self._written = 0
+        self._failed = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="parity-ledger", daemon=True)
+        self._thread.start()
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    @property
+    def failed(self) -> int:
+        return self._failed
+
+    def write(self, entry: LedgerEntry) -> None:
+        """Queue one entry; returns at once."""
+        self._idle.clear()
+        self._queue.put(entry)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is in the database."""
+        self._queue.join()
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+        self.engine.dispose()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            pending = [item]
+            while len(pending) < self._batch_size:
+                try:
+                    pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(p is _STOP for p in pending)
+            rows = [_row(p) for p in pending if p is not _STOP]
+            if rows:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(exchanges.insert(), rows)
+                    self._written += len(rows)
+                except Exception:  # the ledger must never take the gateway down; count and log instead
+                    self._failed += len(rows)
+                    log.exception("ledger write failed for %d rows", len(rows))
+            for _ in pending:
+                self._queue.task_done()
+            if self._queue.empty():
+                self._idle.set()
+            if stop:
+                return

@@ -1,0 +1,59 @@
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from parity.exchange import Exchange
+from parity.ledger.reader import read_ledger
+from parity.ledger.schema import create_engine, exchanges
+from parity.ledger.writer import LedgerEntry, LedgerWriter
+
+
+def _exchange(i: int) -> Exchange:
+    return Exchange(
+        request={"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": f"hi {i}"}]},
+        response={"id": f"msg_{i}", "type": "message", "model": "claude-haiku-4-5", "content": [],
+                  "usage": {"input_tokens": 10 + i, "output_tokens": 2}},
+        started_at=datetime(2026, 11, 24, 10, 0, i, tzinfo=timezone.utc),
+        duration_ms=5,
+        tags={"task": "triage"},
+        route="routed",
+    )
+
+
+def test_writer_is_durable_and_exact(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    writer = LedgerWriter(url)
+    for i in range(50):
+        writer.write(LedgerEntry(_exchange(i), cost_usd=Decimal("0.000012345678"), reason=None, status_code=200))
+    writer.flush()
+    writer.close()
+    assert writer.written == 50 and writer.failed == 0
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        costs = [Decimal(c) for (c,) in conn.execute(sa.select(exchanges.c.cost_usd))]
+    assert mode == "wal"
+    assert sum(costs) == Decimal("0.000012345678") * 50
+
+    rows = list(read_ledger(url))
+    assert [r[0] for r in rows] == list(range(1, 51))
+    first = rows[0][1]
+    assert isinstance(first, Exchange)
+    assert first.route == "routed" and first.usage["input_tokens"] == 10
+
+
+def test_damaged_row_is_reported_not_fatal(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    writer = LedgerWriter(url)
+    writer.write(LedgerEntry(_exchange(1)))
+    writer.flush()
+    writer.close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(exchanges.insert(), [{"started_at": "x", "duration_ms": 0, "batch": False, "exchange_json": "{not json"}])
+    results = list(read_ledger(url))
+    assert len(results) == 2
+    assert type(results[1][1]).__name__ == "Rejected"
+    assert results[1][1].line == 2
