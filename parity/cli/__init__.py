@@ -10,6 +10,7 @@ from parity.errors import ParityError
 # Importing a command module registers its commands on `app`.
 from parity.cli import emulate as _emulate  # noqa: F401,E402
 from parity.cli import demo as _demo  # noqa: F401,E402
+from parity.cli import verdict as _verdict  # noqa: F401,E402
 
 
 def main() -> None:
