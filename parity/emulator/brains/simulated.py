@@ -1,0 +1,460 @@
+"""The simulated brain: deterministic answers from model profiles, and a simulated pairwise judge.
+
+An answer is a pure function of (model, full prompt, seed): every random choice comes from SHA-256 of those, never
+from Python's hash() or a global RNG, so a test can assert exact outputs and a replayed run gives the same bill.
+
+For a prompt of a known task family (parity.emulator.brains.families) the brain solves the item exactly, then
+decides whether this model gets it right with the probability its profile gives for this prompt (demonstrations
+and a clear instruction raise it; a degradation factor lowers it). Right and wrong are correlated across models
+through a per-item latent (hard items trip every model more often), like real models. Wrong answers are plausible:
+a confusable label, a skipped step, a missed or wrong fact, a date left unformatted.
+
+A prompt rendered by parity.proof.judge_prompt is judged: both answers are scored with the family's quality
+function (against the reference when one is given; otherwise only if the judge model itself solves the item),
+then position bias, verbosity bias and noise are applied as configured in JudgeSettings.
+
+Markers a prompt may carry: ``[[simulate:refusal]]`` or ``[[simulate:refusal:CATEGORY]]`` makes the model refuse.
+Every number this brain produces is simulated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from random import Random
+from statistics import NormalDist
+from typing import Any
+
+from parity.emulator.brains import families as fam
+from parity.emulator.brains import profiles as prof
+from parity.emulator.brains.base import BrainReply, BrainRequest
+from parity.proof.judge_prompt import PairwiseQuestion, parse_pairwise
+
+REFUSAL = re.compile(r"\[\[simulate:refusal(?::([a-z_]+))?\]\]")
+REFUSAL_CATEGORIES = ("cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms")
+SCHEMA_SLIP_SHARE = 0.2  # structured outputs: share of the usual format slips that still break the JSON
+ITEM_CORRELATION = 0.5  # share of the right/wrong latent that is the item's, common to every model
+_META = re.compile(
+    r"(?is)<current_instruction>|\b(?:improve|revised?|rewrite|propose|suggest)\b.{0,80}?\b(?:instructions?|system prompts?)\b"
+)
+_META_COUNT = re.compile(r"(?i)\b(?:write|propose|give)\s+(\d{1,2})\s+(?:revised\s+|new\s+|improved\s+)?instructions?\b")
+_STD = NormalDist()
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """How the simulated judge errs.
+
+    position_bias: when the two answers are close, the probability it picks the one shown first.
+    verbosity_bias: when close (and not position-biased), the probability it picks the clearly longer one.
+    noise: standard deviation of the noise added to the quality difference (scores are in [0, 1]).
+    close_margin: a quality difference below this counts as close; tie_margin: below this it is a tie.
+    """
+
+    position_bias: float = 0.05
+    verbosity_bias: float = 0.1
+    noise: float = 0.03
+    close_margin: float = 0.1
+    tie_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("position_bias", "verbosity_bias"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"JudgeSettings.{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.noise < 0 or self.tie_margin < 0 or self.close_margin < self.tie_margin:
+            raise ValueError("JudgeSettings needs noise >= 0 and 0 <= tie_margin <= close_margin")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why the brain answers a prompt as it does (for tests, docs and the 'simulated' labels in reports)."""
+
+    kind: str  # "family" | "judge" | "meta" | "generic" | "refusal"
+    family: str | None = None
+    features: fam.PromptFeatures | None = None
+    accuracy: float | None = None
+    slip_rate: float | None = None
+
+
+def _digest(*parts: Any) -> bytes:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+
+
+def _unit(*parts: Any) -> float:
+    """A uniform number in (0, 1) determined by `parts`."""
+    return (int.from_bytes(_digest(*parts)[:8], "big") + 0.5) / 2.0**64
+
+
+def _normal(*parts: Any) -> float:
+    return _STD.inv_cdf(_unit(*parts))
+
+
+def _rng(*parts: Any) -> Random:
+    return Random(int.from_bytes(_digest(*parts)[:8], "big"))
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    out = []
+    for block in message.get("content") or []:
+        if not isinstance(block, Mapping):
+            continue
+        if block.get("type") == "text":
+            out.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_result":
+            inner = block.get("content")
+            if isinstance(inner, list):
+                inner = "\n".join(str(b.get("text", "")) for b in inner if isinstance(b, Mapping))
+            out.append(str(inner or ""))
+    return "\n".join(out)
+
+
+class SimulatedBrain:
+    """Deterministic simulated Claude models and a simulated judge (see the module docstring)."""
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        profiles: Mapping[str, prof.ModelProfile | Mapping[str, Any]] | None = None,
+        judge: JudgeSettings | None = None,
+    ) -> None:
+        self.seed = seed
+        self.judge = judge or JudgeSettings()
+        self._overrides: dict[str, prof.ModelProfile | Mapping[str, Any]] = {}
+        self._degradation: dict[str, float] = {}
+        for key, value in (profiles or {}).items():
+            self.set_profile(key, value)
+
+    # -- configuration -------------------------------------------------------------------------------------------
+
+    def set_profile(self, model: str, profile: prof.ModelProfile | Mapping[str, Any]) -> None:
+        """Replace a model's profile, or change some of its values (a dict as for ModelProfile.with_overrides).
+
+        `model` may be a model id (aliases resolve) or a line name ("haiku") that applies to every model of it.
+        """
+        if not isinstance(profile, (prof.ModelProfile, Mapping)):
+            raise TypeError(f"profile for {model!r} must be a ModelProfile or a dict of overrides")
+        key = model if model in prof.LINE_SKILLS else prof.canonical(model)
+        self._overrides[key] = profile
+
+    def set_degradation(self, model: str, factor: float) -> None:
+        """Make `model` worse from now on: 0 = as profiled, 1 = chance accuracy and frequent format slips."""
+        if not 0.0 <= factor <= 1.0:
+            raise ValueError(f"degradation factor must be within [0, 1], got {factor}")
+        self._degradation[prof.canonical(model)] = factor
+
+    def profile(self, model: str) -> prof.ModelProfile:
+        """The profile in force for `model`: built-in, then line overrides, then model overrides."""
+        model = prof.canonical(model)
+        profile = prof.default_profile(model)
+        for key in (profile.line, model):
+            override = self._overrides.get(key)
+            if isinstance(override, prof.ModelProfile):
+                profile = override
+            elif override is not None:
+                profile = profile.with_overrides(override)
+        return profile
+
+    # -- answering -----------------------------------------------------------------------------------------------
+
+    def explain(self, request: BrainRequest) -> Explanation:
+        """What the brain sees in `request`: family, prompt features, and this model's accuracy for it."""
+        user_text = request.last_user_text
+        if parse_pairwise(request.system, user_text) is not None:
+            return Explanation("judge")
+        if REFUSAL.search(self._all_text(request)):
+            return Explanation("refusal")
+        family = fam.detect(request.system, self._user_texts(request))
+        if family is not None and (_asks_for_instructions(request.system) or _META.search(request.last_user_text)):
+            return Explanation("meta", family.name)
+        family = fam.detect(request.system, user_text)
+        if family is None:
+            return Explanation("generic")
+        model = prof.canonical(request.model)
+        skill = self.profile(model).skill(family.name)
+        features = fam.features(family, request.system, request.messages)
+        degradation = self._degradation.get(model, 0.0)
+        return Explanation(
+            "family",
+            family.name,
+            features,
+            prof.accuracy(skill, features, degradation=degradation, chance=prof.CHANCE.get(family.name, 0.0)),
+            prof.slip_rate(skill, features, degradation=degradation),
+        )
+
+    def reply(self, request: BrainRequest) -> BrainReply:
+        model = prof.canonical(request.model)
+        profile = self.profile(model)
+        digest = self._prompt_digest(request)
+        key = (self.seed, request.seed, model, digest)
+        user_text = request.last_user_text
+        stop_reason, stop_details = "end_turn", None
+        fields: dict[str, Any] | None = None
+        slip_rate = 0.0
+        judged = parse_pairwise(request.system, user_text)
+        refusal = REFUSAL.search(self._all_text(request)) if judged is None else None
+        if judged is not None:
+            text = self._judge(judged, model, key)
+        elif refusal is not None:
+            category = refusal.group(1) if refusal.group(1) in REFUSAL_CATEGORIES else "general_harms"
+            text = "I can't help with that request."
+            stop_reason = "refusal"
+            stop_details = {"type": "refusal", "category": category,
+                            "explanation": "The request asks for content this model will not produce (simulated)."}  # fmt: skip
+        else:
+            explanation = self.explain(request)
+            if explanation.kind == "meta":
+                text = self._meta(explanation.family or "", request, profile, key)
+            elif explanation.kind == "family":
+                family = fam.get(explanation.family or "")
+                text = self._family_answer(family, request, profile, explanation, key)
+                fields = family.fields(text)
+                slip_rate = explanation.slip_rate or 0.0
+            else:
+                text = self._generic(request, profile, key)
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        if stop_reason != "refusal":
+            content = self._shape(request, content, fields, slip_rate, key)
+            if any(b["type"] == "tool_use" for b in content):
+                stop_reason = "tool_use"
+        return BrainReply(content, stop_reason, stop_details, self._latency(request, profile, content, key))
+
+    # -- families ------------------------------------------------------------------------------------------------
+
+    def _family_answer(
+        self, family: fam.Family, request: BrainRequest, profile: prof.ModelProfile, why: Explanation, key: tuple
+    ) -> str:
+        user_text = request.last_user_text
+        accuracy = why.accuracy or 0.0
+        style_args = dict(
+            accuracy=accuracy,
+            slip=_unit(*key, "slip") < (why.slip_rate or 0.0),
+            concise=bool(why.features and why.features.format_rule),
+            verbosity=profile.verbosity,
+            rng=_rng(*key, "answer"),
+            labels=family.labels(request.system),
+        )
+        solution = family.solve(user_text)
+        if solution is None:
+            return family.fallback(user_text, fam.AnswerStyle(correct=False, **style_args))
+        p_item = fam.item_accuracy(accuracy, solution.difficulty)
+        item = family.item_text(user_text) or user_text
+        z = math.sqrt(ITEM_CORRELATION) * _normal(self.seed, key[1], "item", family.name, item) + math.sqrt(
+            1.0 - ITEM_CORRELATION
+        ) * _normal(*key, "correct")
+        correct = _STD.cdf(z) < p_item
+        return family.answer(solution, fam.AnswerStyle(correct=correct, **style_args))
+
+    def _meta(self, family_name: str, request: BrainRequest, profile: prof.ModelProfile, key: tuple) -> str:
+        """A request to improve a family's instruction (parity.proof.optimize's proposer prompt, or any prompt that
+        asks to revise an instruction and shows the family's items): revised instructions in <instruction> tags;
+        a stronger writer covers more of the family's clear-instruction checklist."""
+        family = fam.get(family_name)
+        asked = _META_COUNT.search(request.last_user_text)
+        k = max(1, min(8, int(asked.group(1)))) if asked else 4
+        quality = profile.skill(prof.GENERIC).base
+        variants = family.instruction_variants(_rng(*key, "meta"), quality, k)
+        body = "\n\n".join(f"{i}. <instruction>\n{v}\n</instruction>" for i, v in enumerate(variants, 1))
+        return f"Here are {len(variants)} revised instructions, each inside <instruction> tags:\n\n{body}"
+
+    def _generic(self, request: BrainRequest, profile: prof.ModelProfile, key: tuple) -> str:
+        rng = _rng(*key, "generic")
+        last = request.messages[-1] if request.messages else {}
+        has_result = any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in last.get("content") or [])
+        if has_result:
+            result = _message_text(last).strip().replace("\n", " ")
+            return f"Based on the tool result ({result[:120]}), here is what I found: {result[:200] or 'no data'}."
+        words = fam.keywords(request.last_user_text)
+        if not words:
+            return "Happy to help. Could you share a little more detail about what you need?"
+        templates = (
+            "Here is a short answer about {0}.",
+            "The key point is that {1} depends on the details you described.",
+            "If {2} matters most, start there and check the result before moving on.",
+            "A practical next step is to review {3} and {4} together.",
+            "In short: focus on {0} first, then revisit {1}.",
+        )
+        n = max(1, min(len(templates), round(profile.verbosity * 3 + rng.random())))
+        picks = [words[i % len(words)] for i in range(5)]
+        return " ".join(t.format(*picks) for t in templates[:n])
+
+    # -- the judge -----------------------------------------------------------------------------------------------
+
+    def _judge(self, question: PairwiseQuestion, model: str, key: tuple) -> str:
+        settings = self.judge
+        a, b = question.answer_a, question.answer_b
+        family = fam.detect(question.question, question.question)
+        gold: Any = None
+        if family is not None:
+            solution = family.solve(question.question)
+            if question.reference is not None:
+                gold = family.parse_reference(question.reference, solution)
+            if gold is None and solution is not None:
+                skill = self.profile(model).skill(family.name)
+                p = prof.accuracy(skill, fam.PromptFeatures(), degradation=self._degradation.get(model, 0.0))
+                if _unit(*key, "judge-solves") < p:
+                    gold = solution.gold
+            if gold is not None:
+                sa, sb = family.score(a, gold), family.score(b, gold)
+            else:
+                sa, sb = _form_score(a), _form_score(b)
+            note_a, note_b = family.describe(a, gold), family.describe(b, gold)
+        else:
+            target = question.reference if question.reference is not None else question.question
+            weight = 1.0 if question.reference is not None else 0.2
+            sa = 0.5 + weight * (_overlap(a, target) - 0.5)
+            sb = 0.5 + weight * (_overlap(b, target) - 0.5)
+            note_a = f"addresses {_overlap(a, target):.0%} of what the {'reference covers' if weight == 1 else 'question asks'}"
+            note_b = f"addresses {_overlap(b, target):.0%} of what the {'reference covers' if weight == 1 else 'question asks'}"
+        diff = sa - sb + settings.noise * _normal(*key, "judge-noise")
+        verdict, why = _decide(diff, len(a), len(b), settings, _unit(*key, "position"), _unit(*key, "verbosity"))
+        closing = {"A": "Assistant A is better.", "B": "Assistant B is better.", "C": "Both answers are equally good."}
+        if why:
+            closing[verdict] = why
+        mark = {"A": "[[A]]", "B": "[[B]]", "C": "[[C]]"}[verdict]
+        return f"Assistant A {note_a}. Assistant B {note_b}. {closing[verdict]}\n\n{mark}"
+
+    # -- shaping: tools, structured output, latency --------------------------------------------------------------
+
+    def _shape(
+        self,
+        request: BrainRequest,
+        content: list[dict[str, Any]],
+        fields: dict[str, Any] | None,
+        slip_rate: float,
+        key: tuple,
+    ) -> list[dict[str, Any]]:
+        """Tool calls when tool_choice forces one or the prompt names a tool; JSON for an output schema, except
+        for a share of format slips that leave the text as written (the emulator then asks again)."""
+        text = content[0]["text"]
+        values = fields if fields is not None else {"answer": text}
+        tools = [t for t in request.tools if isinstance(t, Mapping) and t.get("name")]
+        choice = request.tool_choice or {"type": "auto"}
+        last = request.messages[-1] if request.messages else {}
+        answered = any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in last.get("content") or [])
+        if tools and choice.get("type") != "none":
+            tool = None
+            if choice.get("type") == "tool":
+                tool = next((t for t in tools if t["name"] == choice.get("name")), None)
+            elif choice.get("type") == "any":
+                tool = tools[0]
+            elif not answered:
+                prompt = f"{request.system}\n{request.last_user_text}"
+                tool = next((t for t in tools if re.search(rf"\b{re.escape(t['name'])}\b", prompt)), None)
+            if tool is not None:
+                call = {"type": "tool_use", "id": "", "name": tool["name"],
+                        "input": _fill(tool.get("input_schema") or {"type": "object"}, values)}  # fmt: skip
+                if choice.get("type") == "auto":
+                    return [{"type": "text", "text": f"I'll use the {tool['name']} tool for this."}, call]
+                return [call]
+        if request.output_schema is not None and _unit(*key, "schema-slip") >= SCHEMA_SLIP_SHARE * slip_rate:
+            return [{"type": "text", "text": json.dumps(_fill(request.output_schema, values), ensure_ascii=False)}]
+        return content
+
+    def _latency(self, request: BrainRequest, profile: prof.ModelProfile, content: list[dict[str, Any]], key: tuple) -> float:
+        out_text = "".join(b.get("text", "") if b["type"] == "text" else json.dumps(b.get("input")) for b in content)
+        in_chars = len(self._all_text(request)) + (len(json.dumps(request.tools)) if request.tools else 0)
+        lat = profile.latency
+        seconds = lat.ttft_s + lat.per_input_ktok_s * in_chars / 4000 + lat.per_token_s * fam.approx_tokens(out_text)
+        return round(seconds * math.exp(0.15 * _normal(*key, "latency")), 4)
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _prompt_digest(request: BrainRequest) -> str:
+        body = {"system": request.system, "messages": request.messages, "tools": request.tools,
+                "tool_choice": request.tool_choice, "schema": request.output_schema}  # fmt: skip
+        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+    @staticmethod
+    def _user_texts(request: BrainRequest) -> str:
+        return "\n".join(_message_text(m) for m in request.messages if m.get("role") == "user")
+
+    @staticmethod
+    def _all_text(request: BrainRequest) -> str:
+        return "\n".join([request.system, *(_message_text(m) for m in request.messages)])
+
+
+@lru_cache(maxsize=256)
+def _asks_for_instructions(system: str) -> bool:
+    """Whether a system prompt asks for revised instructions (remembered: long system prompts repeat)."""
+    return bool(_META.search(system))
+
+
+def _decide(diff: float, len_a: int, len_b: int, s: JudgeSettings, u_position: float, u_verbosity: float) -> tuple[str, str]:
+    """The verdict letter (A, B or C) and, when a bias decided it, the judge's stated reason."""
+    if abs(diff) < s.close_margin:
+        if u_position < s.position_bias:
+            return "A", "On balance Assistant A's answer reads slightly better."
+        longer = "A" if len_a > len_b else "B"
+        if u_verbosity < s.verbosity_bias and abs(len_a - len_b) > 0.1 * max(len_a, len_b, 1):
+            return longer, f"Assistant {longer} is more thorough, so it is slightly better."
+        if abs(diff) < s.tie_margin:
+            return "C", ""
+    return ("A" if diff > 0 else "B"), ""
+
+
+def _form_score(answer: str) -> float:
+    """What a judge that could not solve the item can still see: whether there is an answer at all."""
+    return 0.5 if answer.strip() else 0.0
+
+
+def _overlap(answer: str, target: str) -> float:
+    """Share of the target's keywords the answer mentions (a crude relevance for prompts of no known family)."""
+    want = {w.lower() for w in fam.keywords(target, 30)}
+    if not want:
+        return 0.5
+    have = {w.lower() for w in fam.keywords(answer, 200)}
+    return len(want & have) / len(want)
+
+
+def _instance(schema: Any) -> Any:
+    try:
+        from parity.emulator.service import instance_for
+    except ImportError:  # the emulator service is optional for the brain; a typed placeholder does
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        return {"string": "", "integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}.get(kind)
+    return instance_for(schema)
+
+
+def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Constrained decoding writes a value of the property's type: '€1,234.50' for a number becomes 1234.5."""
+    kind = schema.get("type")
+    if kind in ("number", "integer") and isinstance(value, str):
+        number = fam.last_number(value)
+        if number is None:
+            return _instance(dict(schema))
+        return int(number) if kind == "integer" else number
+    if kind == "string" and not isinstance(value, str):
+        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return value
+
+
+def _fill(schema: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
+    """An object for `schema` built from the answer's named values: same-named properties first, then a property
+    whose enum holds one of the values, then the required rest as minimal valid values."""
+    props = schema.get("properties") if isinstance(schema.get("properties"), Mapping) else None
+    if props is None:
+        return _instance(dict(schema))
+    required = list(schema.get("required") or [])
+    out: dict[str, Any] = {}
+    for name, sub in props.items():
+        sub = sub if isinstance(sub, Mapping) else {}
+        if name in values and values[name] is not None:
+            out[name] = _coerce(values[name], sub)
+            continue
+        enum = sub.get("enum") or []
+        match = next((v for v in values.values() if isinstance(v, str) and v in enum), None)
+        if match is not None:
+            out[name] = match
+        elif name in required:
+            out[name] = _instance(dict(sub))
+    for name in required:
+        out.setdefault(name, "")
+    return out

@@ -1,0 +1,161 @@
+"""Deterministic generators of realistic Messages API requests: the support-ticket demo and the proof datasets.
+
+Every generator is seeded: the same (n, seed, options) gives byte-identical request bodies, so a demo, a test and
+a benchmark all see the same traffic. Items come from parity.emulator.brains.families, which also knows each
+item's gold answer; the simulated brain reads the answer back out of the text, so nothing hidden travels in a request.
+
+- `triage_requests`: ticket classification (short system prompt, label set).
+- `summary_requests`: thread summaries under a ~6,000-token policy manual, with or without a cache breakpoint on
+  the system block, optionally with a per-request timestamp at the top that silently breaks the cached prefix.
+- `overnight_batch`: a job list nobody waits on, in the Message Batches API `requests` shape.
+- `dataset`: proof items (id, group, request, gold, reference) for any family.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from random import Random
+from typing import Any
+
+from parity.emulator.brains import families as fam
+
+DEFAULT_MODEL = "claude-opus-4-8"
+FAMILY_NAMES: tuple[str, ...] = tuple(fam.FAMILIES)
+_DEMO_STREAM = "demos"  # demonstrations are drawn from their own stream, never from the items they precede
+_EPOCH = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One proof item: the request to send, how to group it for splits, and its gold answer."""
+
+    id: str
+    family: str
+    group: str  # customer, vendor or template: split by this, never by row (proof-science §3.6)
+    request: dict[str, Any]
+    gold: Any
+    reference: str  # the gold written as an ideal answer (for demonstrations and reference-guided judging)
+    difficulty: float
+
+
+def items(family: str, n: int, seed: int = 0, *, stream: str = "items") -> list[fam.Item]:
+    """`n` generated items of `family`; distinct streams (e.g. "demos") never share an item."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    source = fam.get(family)
+    rng = Random(f"parity-workloads/{family}/{stream}/{seed}")
+    out: list[fam.Item] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        item = source.generate(rng, len(out))
+        if item.key in seen:
+            continue
+        seen.add(item.key)
+        out.append(item)
+    return out
+
+
+def demo_turns(family: str, k: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`k` worked examples as alternating user/assistant turns (gold answers), to put before a request's messages."""
+    source = fam.get(family)
+    turns: list[dict[str, Any]] = []
+    for item in items(family, k, seed, stream=_DEMO_STREAM):
+        turns.append({"role": "user", "content": item.text})
+        turns.append({"role": "assistant", "content": source.reference(item.gold)})
+    return turns
+
+
+def request_for(
+    item: fam.Item,
+    *,
+    model: str = DEFAULT_MODEL,
+    clear: bool = False,
+    demos: list[dict[str, Any]] | None = None,
+    cache: bool = False,
+    structured: bool = False,
+    stamp: datetime | None = None,
+) -> dict[str, Any]:
+    """The Messages API body a team would send for `item`.
+
+    `clear`: the family's clear instruction instead of the plain one. `demos`: leading example turns.
+    `cache`: a cache breakpoint on the system block. `structured`: JSON-schema output (invoice extraction only).
+    `stamp`: a "Current time" line at the top of the system prompt, which changes every request.
+    """
+    source = fam.get(item.family)
+    system = source.system_prompt(clear=clear)
+    if stamp is not None:
+        system = f"Current time: {stamp.strftime('%Y-%m-%dT%H:%M:%SZ')}\n{system}"
+    block: dict[str, Any] = {"type": "text", "text": system}
+    if cache:
+        block["cache_control"] = {"type": "ephemeral"}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": source.max_tokens,
+        "system": [block],
+        "messages": [*copy.deepcopy(demos or []), {"role": "user", "content": item.text}],
+        "metadata": {"user_id": _user_id(item.group)},
+    }
+    if structured:
+        if item.family != "invoice_extraction":
+            raise ValueError(f"structured output is defined for invoice_extraction only, not {item.family!r}")
+        body["output_config"] = {"format": {"type": "json_schema", "schema": copy.deepcopy(fam.INVOICE_SCHEMA)}}
+    return body
+
+
+def _user_id(group: str) -> str:
+    return "cust-" + "".join(c for c in group.lower().replace(" ", "-") if c.isalnum() or c == "-")
+
+
+def triage_requests(
+    n: int, seed: int = 0, model: str = DEFAULT_MODEL, *, clear: bool = False, demos: int = 0
+) -> list[dict[str, Any]]:
+    """Ticket-classification requests of the demo pipeline."""
+    turns = demo_turns("ticket_triage", demos, seed) if demos else None
+    return [request_for(i, model=model, clear=clear, demos=turns) for i in items("ticket_triage", n, seed)]
+
+
+def summary_requests(
+    n: int, seed: int = 0, model: str = DEFAULT_MODEL, cache: bool = False, *, stamp: bool = False
+) -> list[dict[str, Any]]:
+    """Thread-summary requests under the ~6,000-token policy manual.
+
+    `cache=True` puts a breakpoint on the system block (reads after the first request); `stamp=True` adds a
+    per-request timestamp above the manual, the classic silent cache breaker the audit should point at.
+    """
+    out = []
+    for index, item in enumerate(items("thread_summary", n, seed)):
+        when = _EPOCH + timedelta(seconds=37 * index) if stamp else None
+        out.append(request_for(item, model=model, cache=cache, stamp=when))
+    return out
+
+
+def overnight_batch(n: int, seed: int = 0, model: str = DEFAULT_MODEL) -> list[dict[str, Any]]:
+    """The nightly job list (re-summarise closed threads, classify the backlog) as Batch API request entries."""
+    half = (n + 1) // 2
+    jobs = [("summary", r) for r in summary_requests(half, seed, model, cache=True)]
+    jobs += [("triage", r) for r in triage_requests(n - half, seed + 1, model)]
+    return [{"custom_id": f"{kind}-{i:05d}", "params": params} for i, (kind, params) in enumerate(jobs)]
+
+
+def dataset(
+    family: str,
+    n: int,
+    seed: int = 0,
+    *,
+    model: str = DEFAULT_MODEL,
+    clear: bool = False,
+    demos: int = 0,
+    structured: bool = False,
+    cache: bool = False,
+) -> list[TaskItem]:
+    """`n` proof items of `family` with their gold answers (every family here has one)."""
+    source = fam.get(family)
+    turns = demo_turns(family, demos, seed) if demos else None
+    out = []
+    for item in items(family, n, seed):
+        request = request_for(item, model=model, clear=clear, demos=turns, cache=cache, structured=structured)
+        out.append(TaskItem(f"{family}-{seed}-{item.key}", family, item.group, request, item.gold,
+                            source.reference(item.gold), item.difficulty))  # fmt: skip
+    return out
