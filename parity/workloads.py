@@ -156,6 +156,15 @@ def dataset(
     out = []
     for item in items(family, n, seed):
         request = request_for(item, model=model, clear=clear, demos=turns, cache=cache, structured=structured)
-        out.append(TaskItem(f"{family}-{seed}-{item.key}", family, item.group, request, item.gold,
-                            source.reference(item.gold), item.difficulty))  # fmt: skip
+        out.append(
+            TaskItem(
+                f"{family}-{seed}-{item.key}",
+                family,
+                item.group,
+                request,
+                item.gold,
+                source.reference(item.gold),
+                item.difficulty,
+            )
+        )
     return out

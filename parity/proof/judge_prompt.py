@@ -164,7 +164,7 @@ def _strip_block(text: str) -> str:
 
 
 def parse_verdict(text: str) -> Verdict | None:
-    """"A", "B" or "tie" from a judge's reply; the last verdict token wins; None when there is none."""
+    """ "A", "B" or "tie" from a judge's reply; the last verdict token wins; None when there is none."""
     found = _VERDICT.findall(text or "")
     if not found:
         return None

@@ -74,8 +74,10 @@ class ReplayBrain:
             return self.load_csv(path)
         if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
             return self.load_exchanges(path)
-        raise InputError(f"cannot replay {path.suffix or 'extensionless'} files; give an Exchange .jsonl or a RouteLLM-style .csv",
-                         file=str(path))  # fmt: skip
+        raise InputError(
+            f"cannot replay {path.suffix or 'extensionless'} files; give an Exchange .jsonl or a RouteLLM-style .csv",
+            file=str(path),
+        )
 
     def load_exchanges(self, path: str | Path) -> int:
         """Every exchange with a response; lines that cannot be read are skipped (the audit reports them)."""
@@ -104,7 +106,9 @@ class ReplayBrain:
                 raise InputError(f"no {prompt_column!r} column (columns: {', '.join(columns)})", file=str(path))
             recorded = [c[: -len(RESPONSE_SUFFIX)] for c in columns if c.endswith(RESPONSE_SUFFIX)]
             if not recorded:
-                raise InputError(f"no '<model>{RESPONSE_SUFFIX}' columns (columns: {', '.join(columns)})", file=str(path))
+                raise InputError(
+                    f"no '<model>{RESPONSE_SUFFIX}' columns (columns: {', '.join(columns)})", file=str(path)
+                )
             if not self.models and set(GSM8K_MODELS.values()) <= set(recorded):
                 self.models = dict(GSM8K_MODELS)
             for row in reader:

@@ -40,9 +40,12 @@ REFUSAL_CATEGORIES = ("cyber", "bio", "frontier_llm", "reasoning_extraction", "g
 SCHEMA_SLIP_SHARE = 0.2  # structured outputs: share of the usual format slips that still break the JSON
 ITEM_CORRELATION = 0.5  # share of the right/wrong latent that is the item's, common to every model
 _META = re.compile(
-    r"(?is)<current_instruction>|\b(?:improve|revised?|rewrite|propose|suggest)\b.{0,80}?\b(?:instructions?|system prompts?)\b"
+    r"(?is)<current_instruction>"
+    r"|\b(?:improve|revised?|rewrite|propose|suggest)\b.{0,80}?\b(?:instructions?|system prompts?)\b"
 )
-_META_COUNT = re.compile(r"(?i)\b(?:write|propose|give)\s+(\d{1,2})\s+(?:revised\s+|new\s+|improved\s+)?instructions?\b")
+_META_COUNT = re.compile(
+    r"(?i)\b(?:write|propose|give)\s+(\d{1,2})\s+(?:revised\s+|new\s+|improved\s+)?instructions?\b"
+)
 _STD = NormalDist()
 
 
@@ -205,8 +208,11 @@ class SimulatedBrain:
             category = refusal.group(1) if refusal.group(1) in REFUSAL_CATEGORIES else "general_harms"
             text = "I can't help with that request."
             stop_reason = "refusal"
-            stop_details = {"type": "refusal", "category": category,
-                            "explanation": "The request asks for content this model will not produce (simulated)."}  # fmt: skip
+            stop_details = {
+                "type": "refusal",
+                "category": category,
+                "explanation": "The request asks for content this model will not produce (simulated).",
+            }
         else:
             explanation = self.explain(request)
             if explanation.kind == "meta":
@@ -310,8 +316,9 @@ class SimulatedBrain:
             weight = 1.0 if question.reference is not None else 0.2
             sa = 0.5 + weight * (_overlap(a, target) - 0.5)
             sb = 0.5 + weight * (_overlap(b, target) - 0.5)
-            note_a = f"addresses {_overlap(a, target):.0%} of what the {'reference covers' if weight == 1 else 'question asks'}"
-            note_b = f"addresses {_overlap(b, target):.0%} of what the {'reference covers' if weight == 1 else 'question asks'}"
+            what = "reference covers" if question.reference is not None else "question asks"
+            note_a = f"addresses {_overlap(a, target):.0%} of what the {what}"
+            note_b = f"addresses {_overlap(b, target):.0%} of what the {what}"
         diff = sa - sb + settings.noise * _normal(*key, "judge-noise")
         verdict, why = _decide(diff, len(a), len(b), settings, _unit(*key, "position"), _unit(*key, "verbosity"))
         closing = {"A": "Assistant A is better.", "B": "Assistant B is better.", "C": "Both answers are equally good."}
@@ -339,17 +346,22 @@ class SimulatedBrain:
         last = request.messages[-1] if request.messages else {}
         answered = any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in last.get("content") or [])
         if tools and choice.get("type") != "none":
+            prompt = f"{request.system}\n{request.last_user_text}"
+            named = next((t for t in tools if re.search(rf"\b{re.escape(t['name'])}\b", prompt)), None)
             tool = None
             if choice.get("type") == "tool":
                 tool = next((t for t in tools if t["name"] == choice.get("name")), None)
             elif choice.get("type") == "any":
-                tool = tools[0]
+                tool = named or tools[0]
             elif not answered:
-                prompt = f"{request.system}\n{request.last_user_text}"
-                tool = next((t for t in tools if re.search(rf"\b{re.escape(t['name'])}\b", prompt)), None)
+                tool = named
             if tool is not None:
-                call = {"type": "tool_use", "id": "", "name": tool["name"],
-                        "input": _fill(tool.get("input_schema") or {"type": "object"}, values)}  # fmt: skip
+                call = {
+                    "type": "tool_use",
+                    "id": "",
+                    "name": tool["name"],
+                    "input": _fill(tool.get("input_schema") or {"type": "object"}, values),
+                }
                 if choice.get("type") == "auto":
                     return [{"type": "text", "text": f"I'll use the {tool['name']} tool for this."}, call]
                 return [call]
@@ -357,7 +369,9 @@ class SimulatedBrain:
             return [{"type": "text", "text": json.dumps(_fill(request.output_schema, values), ensure_ascii=False)}]
         return content
 
-    def _latency(self, request: BrainRequest, profile: prof.ModelProfile, content: list[dict[str, Any]], key: tuple) -> float:
+    def _latency(
+        self, request: BrainRequest, profile: prof.ModelProfile, content: list[dict[str, Any]], key: tuple
+    ) -> float:
         out_text = "".join(b.get("text", "") if b["type"] == "text" else json.dumps(b.get("input")) for b in content)
         in_chars = len(self._all_text(request)) + (len(json.dumps(request.tools)) if request.tools else 0)
         lat = profile.latency
@@ -368,8 +382,13 @@ class SimulatedBrain:
 
     @staticmethod
     def _prompt_digest(request: BrainRequest) -> str:
-        body = {"system": request.system, "messages": request.messages, "tools": request.tools,
-                "tool_choice": request.tool_choice, "schema": request.output_schema}  # fmt: skip
+        body = {
+            "system": request.system,
+            "messages": request.messages,
+            "tools": request.tools,
+            "tool_choice": request.tool_choice,
+            "schema": request.output_schema,
+        }
         return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
     @staticmethod
@@ -387,7 +406,9 @@ def _asks_for_instructions(system: str) -> bool:
     return bool(_META.search(system))
 
 
-def _decide(diff: float, len_a: int, len_b: int, s: JudgeSettings, u_position: float, u_verbosity: float) -> tuple[str, str]:
+def _decide(
+    diff: float, len_a: int, len_b: int, s: JudgeSettings, u_position: float, u_verbosity: float
+) -> tuple[str, str]:
     """The verdict letter (A, B or C) and, when a bias decided it, the judge's stated reason."""
     if abs(diff) < s.close_margin:
         if u_position < s.position_bias:
