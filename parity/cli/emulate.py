@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -35,7 +34,9 @@ def make_brain(spec: str, seed: int):
     if spec.startswith("replay:"):
         path = Path(spec.split(":", 1)[1]).expanduser()
         if not path.exists():
-            raise InputError(f"no such file {str(path)!r}; pass replay:PATH to a file of recorded outputs", field="--brain")
+            raise InputError(
+                f"no such file {str(path)!r}; pass replay:PATH to a file of recorded outputs", field="--brain"
+            )
         from parity.emulator.brains.replay import ReplayBrain
 
         return ReplayBrain(path)
@@ -47,14 +48,16 @@ def emulate(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8787, help="Port to listen on."),
     brain: str = typer.Option("simulated", help="Who answers: 'simulated' or 'replay:PATH'."),
-    faults: Optional[str] = typer.Option(
-        None, "--faults", "--fault-rate",
+    faults: str | None = typer.Option(
+        None,
+        "--faults",
+        "--fault-rate",
         help="Scheduled faults, e.g. 'overloaded=0.02,rate_limit=0.01' (kinds: rate_limit, server_error, "
         "overloaded, timeout, cut_stream, stall, malformed_json). Scheduled faults are retryable like the real "
         "API's; a request header 'x-emulator-fault: KIND' asks for one fault with x-should-retry: false.",
     ),
     seed: int = typer.Option(0, help="Seed of the brain and of the fault schedule (same seed, same answers)."),
-    api_key: Optional[list[str]] = typer.Option(
+    api_key: list[str] | None = typer.Option(
         None, "--api-key", help="Accept only this key (repeat for several). Default: any key is accepted."
     ),
     latency: bool = typer.Option(False, "--latency/--no-latency", help="Wait the simulated generation time."),
@@ -69,14 +72,17 @@ def emulate(
     from parity.emulator.service import Emulator
 
     schedule = FaultSchedule(faults, seed=seed, timeout_s=timeout_s, stall_s=stall_s)
-    emulator = Emulator(brain=make_brain(brain, seed), faults=schedule, sleep_latency=latency, seed=seed,
-                        api_keys=api_key or None)
+    emulator = Emulator(
+        brain=make_brain(brain, seed), faults=schedule, sleep_latency=latency, seed=seed, api_keys=api_key or None
+    )
     emulator.batches.processing_s = batch_processing_s
     base_url = f"http://{host}:{port}"
     console.print(f"[bold]Parity emulator[/] (simulated models, not Claude) listening on [cyan]{base_url}[/]")
     console.print("Point the anthropic SDK at it:")
     console.print(f"  export ANTHROPIC_BASE_URL={base_url}")
-    console.print(f"  export ANTHROPIC_API_KEY={'<one of your --api-key values>' if api_key else 'sk-emulator  # any key works'}")
+    console.print(
+        f"  export ANTHROPIC_API_KEY={'<one of your --api-key values>' if api_key else 'sk-emulator  # any key works'}"
+    )
     console.print(f"  or: anthropic.Anthropic(base_url={base_url!r}, api_key=...)")
     if schedule.rates:
         console.print("Scheduled faults: " + ", ".join(f"{k}={v:g}" for k, v in schedule.rates.items()))

@@ -152,7 +152,8 @@ class FaultSchedule:
             )
         elif self.retry_after_ms is not None and not fault.single_shot:
             headers["retry-after-ms"] = str(self.retry_after_ms)
-        why = f"(emulated fault {fault.kind!r} from the {'x-emulator-fault header' if fault.single_shot else 'fault schedule'})"
+        source = "x-emulator-fault header" if fault.single_shot else "fault schedule"
+        why = f"(emulated fault {fault.kind!r} from the {source})"
         if fault.kind == "rate_limit":
             return APIError(
                 429,

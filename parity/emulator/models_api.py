@@ -23,7 +23,9 @@ def _limit(raw: str | None) -> int:
     try:
         limit = int(raw)
     except ValueError:
-        raise invalid(f"limit: Input should be a valid integer, unable to parse string as an integer, got {raw!r}") from None
+        raise invalid(
+            f"limit: Input should be a valid integer, unable to parse string as an integer, got {raw!r}"
+        ) from None
     if limit < 1:
         raise invalid("limit: Input should be greater than or equal to 1")
     if limit > MAX_LIMIT:
@@ -54,7 +56,9 @@ def list_models(query: QueryParams) -> dict[str, Any]:
         try:
             return ids.index(catalog.resolve(cursor))
         except (catalog.UnknownModelError, ValueError):
-            raise invalid(f"{name}: no model {cursor!r} in this listing; pass the first_id or last_id of a page") from None
+            raise invalid(
+                f"{name}: no model {cursor!r} in this listing; pass the first_id or last_id of a page"
+            ) from None
 
     if after_id:
         rest = models[position("after_id", after_id) + 1 :]

@@ -1,4 +1,5 @@
-"""The `anthropic-ratelimit-*` response headers (reference §1.6, §6.11), from one-minute windows on the emulator clock.
+"""The `anthropic-ratelimit-*` response headers (reference §1.6, §6.11), from one-minute windows on the emulator
+clock.
 
 The emulator reports limits; it does not enforce them (ask for a 429 with a fault instead). Counting follows
 the API: input tokens are `input_tokens + cache_creation_input_tokens` (cache reads are free of ITPM), output
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from parity.emulator.clock import Clock
@@ -75,4 +76,4 @@ class RateLimitMeter:
 
 
 def _rfc3339(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -9,15 +9,14 @@ wrong methods 405 in the same envelope. Routes only parse their input and call t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -289,7 +288,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         )
     else:
         error = APIError(status, str(getattr(exc, "detail", "")) or "Request failed")
-    return error_response(error, request_context(request).request_id if CTX_KEY in request.scope.get("state", {}) else ids.request_id())
+    return error_response(
+        error, request_context(request).request_id if CTX_KEY in request.scope.get("state", {}) else ids.request_id()
+    )
 
 
 def build_app(emulator: Emulator) -> APIMiddleware:

@@ -13,7 +13,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
@@ -27,6 +28,12 @@ from parity.emulator.clock import Clock, SystemClock
 from parity.emulator.errors import APIError, invalid
 from parity.emulator.faults import FaultSchedule
 from parity.emulator.ratelimit import RateLimitMeter
+
+if TYPE_CHECKING:
+    import anthropic
+
+    from parity.emulator.server import APIMiddleware
+    from parity.emulator.transport import AsyncASGITransport, SyncASGITransport
 
 DEFAULT_BASE_URL = "http://emulator.local"
 DEFAULT_API_KEY = "sk-emulator"
@@ -114,12 +121,17 @@ class Emulator:
             raise invalid("max_tokens: Input should be greater than or equal to 1 in Message Batches")
         started_at = self.clock.now()
         rendered = prompts.render({**body, "model": model.id})
-        if rendered.total_tokens > model.max_input_tokens:
-            raise invalid(f"prompt is too long: {rendered.total_tokens} tokens > {model.max_input_tokens} maximum")
+        window = model.max_input_tokens
+        if model.context_1m_beta and model.context_1m_beta in ctx.betas:
+            window = max(window, 1_000_000)
+        if rendered.total_tokens > window:
+            raise invalid(f"prompt is too long: {rendered.total_tokens} tokens > {window} maximum")
         plan = self.cache.plan(model.id, rendered, body.get("cache_control"), model.min_cacheable_tokens, ctx.workspace)
         input_usage = _usage_of(plan)
         if body["max_tokens"] == 0:
-            shaped = _Shaped(content=[], stop_reason="max_tokens", stop_sequence=None, stop_details=None, output_tokens=0)
+            shaped = _Shaped(
+                content=[], stop_reason="max_tokens", stop_sequence=None, stop_details=None, output_tokens=0
+            )
             latency = 0.0
         else:
             reply, shaped = self._answer(body, model)
@@ -142,14 +154,17 @@ class Emulator:
             self._history[(prepared.workspace, prepared.message["id"])] = (prepared.model, prepared.rendered, cached)
             while len(self._history) > _HISTORY:
                 self._history.popitem(last=False)
-        self.ratelimits.record(usage=prepared.message["usage"])
+        if prepared.message["usage"]["service_tier"] != "batch":  # batches have their own limits (reference §8.1)
+            self.ratelimits.record(usage=prepared.message["usage"])
 
     def count_tokens(self, params: Any, ctx: RequestContext | None = None) -> dict[str, int]:
         """POST /v1/messages/count_tokens: `{"input_tokens": n}`; never reads or writes the cache."""
         ctx = ctx or RequestContext()
         body = validation.check_count_tokens_body(params, api_version=ctx.api_version, betas=ctx.betas)
         model = self.model(body["model"])
-        validation.check_for_model(body, model, betas=ctx.betas, count_only=True, fast_mode=self._has_fast_mode(model.id))
+        validation.check_for_model(
+            body, model, betas=ctx.betas, count_only=True, fast_mode=self._has_fast_mode(model.id)
+        )
         return {"input_tokens": int(tokenizer.count_request({**body, "model": model.id}))}
 
     def model(self, model_id: str) -> catalog.ModelInfo:
@@ -164,7 +179,7 @@ class Emulator:
 
     # ---- wiring: ASGI app, transports, SDK clients -----------------------------------------------------------
 
-    def app(self):
+    def app(self) -> APIMiddleware:
         """The Starlette app (built once): every route of the emulator behind the API's header checks."""
         if self._app is None:
             from parity.emulator.server import build_app
@@ -172,36 +187,39 @@ class Emulator:
             self._app = build_app(self)
         return self._app
 
-    def transport(self):
+    def transport(self) -> SyncASGITransport:
         """A sync httpx2 transport into `app()` that streams like a socket (for `anthropic.Anthropic`)."""
         from parity.emulator.transport import SyncASGITransport
 
         return SyncASGITransport(self.app())
 
-    def async_transport(self):
+    def async_transport(self) -> AsyncASGITransport:
         """An async httpx2 transport into `app()` (for `anthropic.AsyncAnthropic`)."""
         from parity.emulator.transport import AsyncASGITransport
 
         return AsyncASGITransport(self.app())
 
-    def client(self, **kwargs: Any):
-        """An `anthropic.Anthropic` wired to this emulator in-process. kwargs go to the constructor."""
+    def client(self, **kwargs: Any) -> anthropic.Anthropic:
+        """An `anthropic.Anthropic` wired to this emulator in-process (kwargs go to its constructor; the SDK's own
+        defaults apply, e.g. max_retries=2)."""
         import anthropic
         import httpx2
 
         kwargs.setdefault("base_url", DEFAULT_BASE_URL)
         kwargs.setdefault("api_key", DEFAULT_API_KEY)
-        kwargs.setdefault("http_client", httpx2.Client(transport=self.transport()))
+        if "http_client" not in kwargs:
+            kwargs["http_client"] = httpx2.Client(transport=self.transport())
         return anthropic.Anthropic(**kwargs)
 
-    def async_client(self, **kwargs: Any):
+    def async_client(self, **kwargs: Any) -> anthropic.AsyncAnthropic:
         """An `anthropic.AsyncAnthropic` wired to this emulator in-process."""
         import anthropic
         import httpx2
 
         kwargs.setdefault("base_url", DEFAULT_BASE_URL)
         kwargs.setdefault("api_key", DEFAULT_API_KEY)
-        kwargs.setdefault("http_client", httpx2.AsyncClient(transport=self.async_transport()))
+        if "http_client" not in kwargs:
+            kwargs["http_client"] = httpx2.AsyncClient(transport=self.async_transport())
         return anthropic.AsyncAnthropic(**kwargs)
 
     # ---- answering -------------------------------------------------------------------------------------------
@@ -212,17 +230,18 @@ class Emulator:
         except Exception:  # no price row: no fast price, so no fast mode
             return False
 
-    def _today(self):
-        from datetime import datetime, timezone
-
-        return datetime.fromtimestamp(self.clock.now(), timezone.utc).date()
+    def _today(self) -> date:
+        return datetime.fromtimestamp(self.clock.now(), UTC).date()
 
     def _brain_request(self, body: dict[str, Any], model: catalog.ModelInfo, seed: int) -> BrainRequest:
         system = body.get("system", "")
         if isinstance(system, list):
             system = "\n\n".join(block["text"] for block in system)
         messages = [
-            {"role": m["role"], "content": [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else m["content"]}
+            {
+                "role": m["role"],
+                "content": [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else m["content"],
+            }
             for m in body["messages"]
         ]
         return BrainRequest(
@@ -256,8 +275,9 @@ class Emulator:
             content = [{"type": "text", "text": json.dumps(value, ensure_ascii=False)}]
         return reply, _shape(content, reply, body, model.id)
 
-    def _message(self, body: dict[str, Any], ctx: RequestContext, shaped: _Shaped, input_usage: dict[str, Any],
-                 *, batch: bool) -> dict[str, Any]:
+    def _message(
+        self, body: dict[str, Any], ctx: RequestContext, shaped: _Shaped, input_usage: dict[str, Any], *, batch: bool
+    ) -> dict[str, Any]:
         blocks = []
         for block in shaped.content:
             if block["type"] == "text":
@@ -312,7 +332,9 @@ class Emulator:
         missed = max(0, prev_cached - divergence.reusable_tokens)
         if missed == 0:
             return None
-        return {"cache_miss_reason": {"type": f"{divergence.invalidated_from}_changed", "cache_missed_input_tokens": missed}}
+        return {
+            "cache_miss_reason": {"type": f"{divergence.invalidated_from}_changed", "cache_missed_input_tokens": missed}
+        }
 
 
 # ---- shaping the brain's answer ------------------------------------------------------------------------------------
@@ -369,9 +391,7 @@ def _apply_tool_choice(content: list[dict[str, Any]], body: Mapping[str, Any]) -
         wanted = choice.get("name") if kind == "tool" else None
         calls = [b for b in content if b["type"] == "tool_use" and (wanted is None or b["name"] == wanted)]
         if not calls:
-            name = wanted or next(
-                (n for n, t in tools.items() if "input_schema" in t), next(iter(tools))
-            )
+            name = wanted or next((n for n, t in tools.items() if "input_schema" in t), next(iter(tools)))
             schema = tools[name].get("input_schema") or {"type": "object"}
             calls = [{"type": "tool_use", "id": ids.tool_use_id(), "name": name, "input": instance_for(schema)}]
         content = calls
@@ -604,8 +624,14 @@ def instance_for(schema: Any, root: dict[str, Any] | None = None, depth: int = 0
         need = max(int(schema.get("minItems", 0)) - len(prefix), 0)
         return prefix + [instance_for(items, root, depth + 1) for _ in range(need)]
     if kind == "string":
-        formats = {"date": "2026-01-01", "date-time": "2026-01-01T00:00:00Z", "email": "user@example.com",
-                   "uri": "https://example.com", "uuid": "00000000-0000-4000-8000-000000000000", "time": "00:00:00Z"}
+        formats = {
+            "date": "2026-01-01",
+            "date-time": "2026-01-01T00:00:00Z",
+            "email": "user@example.com",
+            "uri": "https://example.com",
+            "uuid": "00000000-0000-4000-8000-000000000000",
+            "time": "00:00:00Z",
+        }
         text = formats.get(schema.get("format"), "")
         return text + "x" * max(0, int(schema.get("minLength", 0)) - len(text))
     if kind in ("integer", "number"):

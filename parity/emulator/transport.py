@@ -15,8 +15,8 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx2
 
@@ -192,7 +192,7 @@ class _AsyncBody(httpx2.AsyncByteStream):
         while not self._done:
             try:
                 item = await asyncio.wait_for(self._items.get(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._close()
                 raise httpx2.ReadTimeout("timed out reading the response body", request=self._request) from None
             if item[0] == "body":
@@ -231,7 +231,7 @@ class AsyncASGITransport(httpx2.AsyncBaseTransport):
 
         try:
             first = await asyncio.wait_for(items.get(), _read_timeout(request))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             close()
             raise httpx2.ReadTimeout("timed out waiting for the response", request=request) from None
         if first[0] != "start":

@@ -1,4 +1,5 @@
-"""Request validation with the API's status codes, error types, messages and field paths (reference §1.2, §2, §5, §7).
+"""Request validation with the API's status codes, error types, messages and field paths (reference §1.2, §2, §5,
+§7).
 
 Messages start with the offending field path (`messages.1.content.0.text: ...`) the way the API's do. Checks are
 split in three so the server can answer in the API's order: headers (auth, version, betas) before the body is read,
@@ -64,9 +65,23 @@ KNOWN_BETAS: frozenset[str] = _sdk_betas() | frozenset(_BETAS_OUTSIDE_THE_SDK)
 # Top-level fields of POST /v1/messages (reference §2) and of count_tokens (§7).
 MESSAGE_FIELDS = frozenset(
     {
-        "model", "max_tokens", "messages", "system", "stop_sequences", "stream", "metadata", "tools",
-        "tool_choice", "thinking", "cache_control", "output_config", "service_tier", "inference_geo",
-        "speed", "container", "diagnostics",
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "stop_sequences",
+        "stream",
+        "metadata",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "cache_control",
+        "output_config",
+        "service_tier",
+        "inference_geo",
+        "speed",
+        "container",
+        "diagnostics",
     }
 )
 COUNT_TOKENS_FIELDS = frozenset(
@@ -276,8 +291,17 @@ _SERVER_RESULT_BLOCKS = (
     "tool_search_tool_result",
 )
 BLOCK_TYPES = (
-    "text", "image", "document", "search_result", "thinking", "redacted_thinking", "tool_use", "tool_result",
-    "server_tool_use", *_SERVER_RESULT_BLOCKS, "container_upload",
+    "text",
+    "image",
+    "document",
+    "search_result",
+    "thinking",
+    "redacted_thinking",
+    "tool_use",
+    "tool_result",
+    "server_tool_use",
+    *_SERVER_RESULT_BLOCKS,
+    "container_upload",
 )
 
 
@@ -350,8 +374,9 @@ def check_document_block(block: dict[str, Any], path: str, *, role: str, api_ver
         _literal(src["media_type"], ("text/plain",), f"{path}.source.media_type")
     if src["type"] == "content" and not isinstance(src["content"], str):
         for i, item in enumerate(_list(src["content"], f"{path}.source.content")):
-            check_block(item, f"{path}.source.content.{i}", role=role, api_version=api_version,
-                        allowed=("text", "image"))
+            check_block(
+                item, f"{path}.source.content.{i}", role=role, api_version=api_version, allowed=("text", "image")
+            )
     for key in ("title", "context"):
         _str(block.get(key), f"{path}.{key}", optional=True)
     if block.get("citations") is not None:
@@ -416,8 +441,9 @@ def check_block(
             for i, item in enumerate(_list(content, f"{path}.content")):
                 if isinstance(item, dict) and item.get("type") == "tool_reference":
                     continue
-                check_block(item, f"{path}.content.{i}", role=role, api_version=api_version,
-                            allowed=_TOOL_RESULT_CONTENT)
+                check_block(
+                    item, f"{path}.content.{i}", role=role, api_version=api_version, allowed=_TOOL_RESULT_CONTENT
+                )
         _bool(blk.get("is_error"), f"{path}.is_error", optional=True)
         check_cache_control(blk.get("cache_control"), f"{path}.cache_control")
     elif kind in _SERVER_RESULT_BLOCKS:
@@ -472,8 +498,10 @@ def check_messages(value: Any, *, api_version: str) -> list[dict[str, Any]]:
     _check_tool_pairing(messages)
     final = messages[last]
     if final["role"] == "assistant":
-        text = final["content"] if isinstance(final["content"], str) else "".join(
-            b.get("text", "") for b in final["content"][-1:] if b.get("type") == "text"
+        text = (
+            final["content"]
+            if isinstance(final["content"], str)
+            else "".join(b.get("text", "") for b in final["content"][-1:] if b.get("type") == "text")
         )
         if text and text != text.rstrip():
             raise invalid("messages: final assistant content cannot end with trailing whitespace")
@@ -560,9 +588,7 @@ def check_tools(value: Any) -> list[dict[str, Any]]:
             _required(t, ("name",), path)
             _str(t["name"], f"{path}.name")
         else:
-            raise invalid(
-                f"{path}.type: Input should be 'custom' or a server tool type such as 'web_search_20250305'"
-            )
+            raise invalid(f"{path}.type: Input should be 'custom' or a server tool type such as 'web_search_20250305'")
         check_cache_control(t.get("cache_control"), f"{path}.cache_control")
         if t["name"] in names:
             raise invalid(f"tools: Tool names must be unique. Duplicate name: {t['name']!r}")
@@ -673,8 +699,9 @@ def _check_sampling(body: Mapping[str, Any], api_version: str) -> None:
             raise invalid(f"{name}: Input should be less than or equal to 1")
 
 
-def _check_allowed_fields(body: Mapping[str, Any], allowed: frozenset[str], api_version: str,
-                          betas: tuple[str, ...]) -> None:
+def _check_allowed_fields(
+    body: Mapping[str, Any], allowed: frozenset[str], api_version: str, betas: tuple[str, ...]
+) -> None:
     for key in body:
         if key in allowed:
             continue
@@ -796,11 +823,20 @@ SYSTEM_MESSAGE_MODELS = frozenset({"claude-opus-4-8", "claude-opus-5", "claude-o
 
 
 def supports_system_messages(model: Any) -> bool:
-    return model.id in SYSTEM_MESSAGE_MODELS or model.line in ("fable", "mythos") and model.id != "claude-mythos-preview"
+    return (
+        model.id in SYSTEM_MESSAGE_MODELS or model.line in ("fable", "mythos") and model.id != "claude-mythos-preview"
+    )
 
 
-def check_for_model(body: Mapping[str, Any], model: Any, *, betas: tuple[str, ...] = (), batch: bool = False,
-                    count_only: bool = False, fast_mode: bool = False) -> None:
+def check_for_model(
+    body: Mapping[str, Any],
+    model: Any,
+    *,
+    betas: tuple[str, ...] = (),
+    batch: bool = False,
+    count_only: bool = False,
+    fast_mode: bool = False,
+) -> None:
     """max_tokens ceiling, prefill, thinking types, mid-conversation system messages and fast mode, per model.
 
     `model` is a `parity.catalog.ModelInfo`; `fast_mode` says whether the model offers speed "fast" (the

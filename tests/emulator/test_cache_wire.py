@@ -78,7 +78,9 @@ def test_prewarm_with_max_tokens_zero_then_read(client):
     assert warm.content == [] and warm.stop_reason == "max_tokens" and warm.usage.output_tokens == 0
     assert warm.usage.cache_creation_input_tokens >= 5000
     real = ask(client, system)
-    assert real.cache_read_input_tokens == warm.usage.cache_creation_input_tokens and real.cache_creation_input_tokens == 0
+    assert (
+        real.cache_read_input_tokens == warm.usage.cache_creation_input_tokens and real.cache_creation_input_tokens == 0
+    )
 
 
 def test_stream_reports_cache_usage_in_message_start(client):
@@ -119,7 +121,9 @@ def test_ttl_ordering_and_breakpoint_count_are_400s(client):
         ask(client, later_1h)
     assert "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block" in info.value.message
     five = [{"type": "text", "text": f"{text} {i}", "cache_control": {"type": "ephemeral"}} for i in range(5)]
-    with pytest.raises(anthropic.BadRequestError, match="A maximum of 4 blocks with cache_control may be provided. Found 5."):
+    with pytest.raises(
+        anthropic.BadRequestError, match="A maximum of 4 blocks with cache_control may be provided. Found 5."
+    ):
         ask(client, five)
 
 
@@ -127,7 +131,9 @@ def test_automatic_caching_with_top_level_cache_control(client):
     system = prose(5000)
     first = ask(client, system, cache_control={"type": "ephemeral"})
     second = ask(client, system, cache_control={"type": "ephemeral"})
-    assert first.cache_creation_input_tokens > 5000 and second.cache_read_input_tokens == first.cache_creation_input_tokens
+    assert (
+        first.cache_creation_input_tokens > 5000 and second.cache_read_input_tokens == first.cache_creation_input_tokens
+    )
 
 
 def test_count_tokens_never_touches_the_cache(client):
@@ -158,16 +164,28 @@ def test_an_entry_is_readable_only_once_the_writing_response_has_started(emulato
 def test_cache_diagnostics(client):
     system = system_blocks(prose(5000))
     first = client.messages.create(model=OPUS, max_tokens=20, system=system, messages=USER)
-    same = client.messages.create(model=OPUS, max_tokens=20, system=system, messages=USER,
-                                  diagnostics={"previous_message_id": first.id})
+    same = client.messages.create(
+        model=OPUS, max_tokens=20, system=system, messages=USER, diagnostics={"previous_message_id": first.id}
+    )
     assert same.diagnostics is None
-    changed = client.messages.create(model=OPUS, max_tokens=20, system=system_blocks("Changed! " + prose(5000)),
-                                     messages=USER, diagnostics={"previous_message_id": first.id})
+    changed = client.messages.create(
+        model=OPUS,
+        max_tokens=20,
+        system=system_blocks("Changed! " + prose(5000)),
+        messages=USER,
+        diagnostics={"previous_message_id": first.id},
+    )
     reason = changed.diagnostics.cache_miss_reason
     assert reason.type == "system_changed" and reason.cache_missed_input_tokens > 0
-    other_model = client.messages.create(model="claude-opus-4-7", max_tokens=20, system=system, messages=USER,
-                                         diagnostics={"previous_message_id": first.id})
+    other_model = client.messages.create(
+        model="claude-opus-4-7",
+        max_tokens=20,
+        system=system,
+        messages=USER,
+        diagnostics={"previous_message_id": first.id},
+    )
     assert other_model.diagnostics.cache_miss_reason.type == "model_changed"
-    unknown = client.messages.create(model=OPUS, max_tokens=20, system=system, messages=USER,
-                                     diagnostics={"previous_message_id": "msg_unknown"})
+    unknown = client.messages.create(
+        model=OPUS, max_tokens=20, system=system, messages=USER, diagnostics={"previous_message_id": "msg_unknown"}
+    )
     assert unknown.diagnostics.cache_miss_reason.type == "previous_message_not_found"

@@ -8,8 +8,8 @@ import anthropic
 import httpx2
 import pytest
 
-from parity.emulator.faults import FAULT_KINDS, Fault, FaultSchedule, parse_rates, requested_fault
 from parity.emulator.errors import APIError
+from parity.emulator.faults import FAULT_KINDS, Fault, FaultSchedule, parse_rates, requested_fault
 from parity.emulator.service import Emulator
 from parity.errors import InputError
 
@@ -47,7 +47,9 @@ def test_schedule_is_deterministic_and_hits_its_rates():
 
 def test_requested_fault_header():
     assert requested_fault({}) is None
-    assert requested_fault({"x-emulator-fault": "cut_stream", "x-emulator-fault-after": "7"}) == Fault("cut_stream", "header", 7)
+    assert requested_fault({"x-emulator-fault": "cut_stream", "x-emulator-fault-after": "7"}) == Fault(
+        "cut_stream", "header", 7
+    )
     with pytest.raises(APIError, match="unknown fault 'meteor'"):
         requested_fault({"x-emulator-fault": "meteor"})
     with pytest.raises(APIError, match="x-emulator-fault-after"):
@@ -147,7 +149,9 @@ def test_cut_stream_drops_the_connection_without_message_stop(emulator, brain):
     seen = []
     with emulator.client(max_retries=0) as sdk:
         with pytest.raises((httpx2.RemoteProtocolError, anthropic.APIConnectionError)):
-            with sdk.messages.stream(**PARAMS, extra_headers=fault("cut_stream", **{"x-emulator-fault-after": "10"})) as stream:
+            with sdk.messages.stream(
+                **PARAMS, extra_headers=fault("cut_stream", **{"x-emulator-fault-after": "10"})
+            ) as stream:
                 for event in stream:
                     seen.append(event)
     kinds = [e.type for e in seen]
@@ -190,4 +194,12 @@ def test_malformed_json_in_a_stream(emulator):
 
 
 def test_every_kind_is_known():
-    assert set(FAULT_KINDS) == {"rate_limit", "server_error", "overloaded", "timeout", "cut_stream", "stall", "malformed_json"}
+    assert set(FAULT_KINDS) == {
+        "rate_limit",
+        "server_error",
+        "overloaded",
+        "timeout",
+        "cut_stream",
+        "stall",
+        "malformed_json",
+    }

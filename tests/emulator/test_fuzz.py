@@ -38,8 +38,27 @@ json_values = st.recursive(
     max_leaves=16,
 )
 keys = st.sampled_from(
-    ["type", "text", "source", "id", "name", "input", "tool_use_id", "content", "cache_control", "citations",
-     "thinking", "signature", "data", "is_error", "title", "media_type", "url", "ttl", "budget_tokens"]
+    [
+        "type",
+        "text",
+        "source",
+        "id",
+        "name",
+        "input",
+        "tool_use_id",
+        "content",
+        "cache_control",
+        "citations",
+        "thinking",
+        "signature",
+        "data",
+        "is_error",
+        "title",
+        "media_type",
+        "url",
+        "ttl",
+        "budget_tokens",
+    ]
 )
 blocks = st.one_of(
     st.builds(
@@ -49,37 +68,51 @@ blocks = st.one_of(
     ),
     json_values,
 )
+
+
 def mostly(valid: st.SearchStrategy, junk: st.SearchStrategy) -> st.SearchStrategy:
     """`valid` about five times in six, else `junk` (one_of's own branch choice is far from uniform)."""
     return st.integers(min_value=0, max_value=5).flatmap(lambda n: junk if n == 0 else valid)
 
 
 nonempty = st.text(min_size=1, max_size=40).filter(str.strip)
-cache_controls = st.sampled_from([{"type": "ephemeral"}, {"type": "ephemeral", "ttl": "1h"}, {"type": "ephemeral", "ttl": "5m"}])
+cache_controls = st.sampled_from(
+    [{"type": "ephemeral"}, {"type": "ephemeral", "ttl": "1h"}, {"type": "ephemeral", "ttl": "5m"}]
+)
 text_blocks = st.builds(
     lambda text, cc: {"type": "text", "text": text, **({"cache_control": cc} if cc else {})},
     nonempty,
     st.none() | cache_controls,
 )
 valid_messages = st.lists(st.lists(text_blocks, min_size=1, max_size=3) | nonempty, min_size=1, max_size=5).map(
-    lambda contents: [{"role": ("user", "assistant")[(len(contents) - 1 - i) % 2], "content": c}
-                      for i, c in enumerate(contents)]
+    lambda contents: [
+        {"role": ("user", "assistant")[(len(contents) - 1 - i) % 2], "content": c} for i, c in enumerate(contents)
+    ]
 )
-messages = mostly(valid_messages, st.lists(
-    st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "assistant", "system"]) | json_values,
-         "content": st.text(max_size=30) | st.lists(blocks, max_size=3) | json_values}
-    )
-    | json_values,
-    max_size=4,
-))
+messages = mostly(
+    valid_messages,
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "assistant", "system"]) | json_values,
+                "content": st.text(max_size=30) | st.lists(blocks, max_size=3) | json_values,
+            }
+        )
+        | json_values,
+        max_size=4,
+    ),
+)
 TOOL = {"name": "f", "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}}
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}
 valid_fields = {
     "system": nonempty | st.lists(text_blocks, min_size=1, max_size=3),
     "tools": st.just([TOOL]),
-    "tool_choice": st.sampled_from([{"type": "auto"}, {"type": "any"}, {"type": "none"}, {"type": "tool", "name": "f"}]),
-    "thinking": st.sampled_from([{"type": "adaptive"}, {"type": "disabled"}, {"type": "enabled", "budget_tokens": 1024}]),
+    "tool_choice": st.sampled_from(
+        [{"type": "auto"}, {"type": "any"}, {"type": "none"}, {"type": "tool", "name": "f"}]
+    ),
+    "thinking": st.sampled_from(
+        [{"type": "adaptive"}, {"type": "disabled"}, {"type": "enabled", "budget_tokens": 1024}]
+    ),
     "stop_sequences": st.lists(nonempty, max_size=3),
     "cache_control": cache_controls,
     "output_config": st.sampled_from([{"effort": "high"}, {"format": {"type": "json_schema", "schema": SCHEMA}}]),
@@ -114,7 +147,9 @@ def check(method: str, path: str, content: bytes, headers: dict[str, str] = HEAD
     if response.status_code >= 400:
         envelope = json.loads(body)
         assert envelope["type"] == "error" and set(envelope["error"]) >= {"type", "message"}
-        assert isinstance(envelope["error"]["message"], str) and envelope["request_id"] == response.headers["request-id"]
+        assert (
+            isinstance(envelope["error"]["message"], str) and envelope["request_id"] == response.headers["request-id"]
+        )
 
 
 @SETTINGS
@@ -149,8 +184,11 @@ def test_almost_valid_requests_to_the_simulated_brain(body):
 
 
 @SETTINGS
-@given(body=st.lists(st.fixed_dictionaries({"custom_id": st.text(max_size=8) | json_values, "params": almost_valid}),
-                     max_size=3))
+@given(
+    body=st.lists(
+        st.fixed_dictionaries({"custom_id": st.text(max_size=8) | json_values, "params": almost_valid}), max_size=3
+    )
+)
 def test_batches_of_almost_valid_requests(body):
     response = _HTTP.post("/v1/messages/batches", json={"requests": body}, headers=HEADERS)
     assert response.status_code < 500
@@ -167,9 +205,8 @@ def test_batches_of_almost_valid_requests(body):
 @SETTINGS
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
-    path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/messages/batches/msgbatch_x", "/v1/x", "/"]) | st.text(
-        alphabet="abcdefghijklmnopqrstuvwxyz/_-.0123456789", max_size=30
-    ).map(lambda p: "/" + p),
+    path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/messages/batches/msgbatch_x", "/v1/x", "/"])
+    | st.text(alphabet="abcdefghijklmnopqrstuvwxyz/_-.0123456789", max_size=30).map(lambda p: "/" + p),
     version=st.sampled_from(["2026-10-21", "2023-06-01", "", "garbage"]),
     beta=st.sampled_from(["", "prompt-caching-2024-07-31", "nope", ",,,"]),
     key=st.sampled_from(["x-api-key", "authorization", None]),

@@ -1,4 +1,5 @@
-"""POST /v1/messages through the real anthropic SDK, in-process: the Message of reference §3 and how answers are shaped."""
+"""POST /v1/messages through the real anthropic SDK, in-process: the Message of reference §3, and how answers are
+shaped (tool_choice, stop sequences, max_tokens, structured outputs)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,26 @@ def test_text_message_has_the_documented_shape(client, brain):
     raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=100, messages=USER)
     message = raw.parse()
     body = json.loads(raw.http_response.content)
-    assert list(body) == ["id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "stop_details",
-                          "container", "usage"]
+    assert list(body) == [
+        "id",
+        "type",
+        "role",
+        "model",
+        "content",
+        "stop_reason",
+        "stop_sequence",
+        "stop_details",
+        "container",
+        "usage",
+    ]
     assert body["id"].startswith("msg_") and len(body["id"]) == len("msg_") + 24
     assert body["content"] == [{"type": "text", "text": "Hello! How can I help?", "citations": None}]
-    assert (body["stop_reason"], body["stop_sequence"], body["stop_details"], body["container"]) == ("end_turn", None, None, None)
+    assert (body["stop_reason"], body["stop_sequence"], body["stop_details"], body["container"]) == (
+        "end_turn",
+        None,
+        None,
+        None,
+    )
     usage = body["usage"]
     assert usage["output_tokens"] == tokenizer.count_text("Hello! How can I help?", MODEL)
     assert usage["input_tokens"] == client.messages.count_tokens(model=MODEL, messages=USER).input_tokens
@@ -59,8 +75,11 @@ def test_response_headers(client):
 
 def test_brain_sees_a_normalised_request(client, brain):
     client.messages.create(
-        model=MODEL, max_tokens=50, system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
-        messages=USER, stop_sequences=["END"],
+        model=MODEL,
+        max_tokens=50,
+        system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+        messages=USER,
+        stop_sequences=["END"],
     )
     seen = brain.requests[-1]
     assert seen.model == MODEL and seen.system == "Be brief.\n\nBe kind." and seen.max_tokens == 50
@@ -79,26 +98,36 @@ def test_tool_use_block(client, brain):
 
 def test_tool_choice_any_guarantees_a_valid_call_and_none_forbids_one(client, brain):
     brain.always(text_reply("I would rather chat."))
-    forced = client.messages.create(model=MODEL, max_tokens=200, messages=USER, tools=[WEATHER],
-                                    tool_choice={"type": "tool", "name": "get_weather"})
+    forced = client.messages.create(
+        model=MODEL, max_tokens=200, messages=USER, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}
+    )
     assert forced.stop_reason == "tool_use" and [b.type for b in forced.content] == ["tool_use"]
     jsonschema.validate(forced.content[0].input, WEATHER["input_schema"])
     brain.always(tool_reply("get_weather", {"city": "Oslo", "unit": "C"}))
-    plain = client.messages.create(model=MODEL, max_tokens=200, messages=USER, tools=[WEATHER],
-                                   tool_choice={"type": "none"})
+    plain = client.messages.create(
+        model=MODEL, max_tokens=200, messages=USER, tools=[WEATHER], tool_choice={"type": "none"}
+    )
     assert plain.stop_reason == "end_turn" and all(b.type != "tool_use" for b in plain.content)
 
 
 def test_parallel_tool_use_can_be_disabled(client, brain):
-    two = BrainReply([
-        {"type": "tool_use", "name": "get_weather", "input": {"city": "A", "unit": "C"}},
-        {"type": "tool_use", "name": "get_weather", "input": {"city": "B", "unit": "C"}},
-    ], stop_reason="tool_use")
+    two = BrainReply(
+        [
+            {"type": "tool_use", "name": "get_weather", "input": {"city": "A", "unit": "C"}},
+            {"type": "tool_use", "name": "get_weather", "input": {"city": "B", "unit": "C"}},
+        ],
+        stop_reason="tool_use",
+    )
     brain.always(two)
     both = client.messages.create(model=MODEL, max_tokens=200, messages=USER, tools=[WEATHER])
     assert [b.input["city"] for b in both.content] == ["A", "B"]
-    one = client.messages.create(model=MODEL, max_tokens=200, messages=USER, tools=[WEATHER],
-                                 tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    one = client.messages.create(
+        model=MODEL,
+        max_tokens=200,
+        messages=USER,
+        tools=[WEATHER],
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+    )
     assert [b.input["city"] for b in one.content] == ["A"]
 
 
@@ -118,7 +147,9 @@ def test_max_tokens_truncates_by_token_count(client, brain):
     message = client.messages.create(model=MODEL, max_tokens=25, messages=USER)
     assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 25
     text = message.content[0].text
-    assert long_text.startswith(text) and 0 < tokenizer.count_text(text, MODEL) <= 25 < tokenizer.count_text(long_text, MODEL)
+    assert long_text.startswith(text) and 0 < tokenizer.count_text(text, MODEL) <= 25 < tokenizer.count_text(
+        long_text, MODEL
+    )
     # a stop sequence beyond the budget does not win
     tail = client.messages.create(model=MODEL, max_tokens=25, messages=USER, stop_sequences=["word399"])
     assert tail.stop_reason == "max_tokens" and tail.stop_sequence is None
@@ -145,29 +176,33 @@ SCHEMA = {
 def test_structured_output_passes_valid_json_through(client, brain):
     answer = '{"label": "bug", "confidence": 0.9}'
     brain.always(text_reply(answer))
-    message = client.messages.create(model=MODEL, max_tokens=200, messages=USER,
-                                     output_config={"format": {"type": "json_schema", "schema": SCHEMA}})
+    message = client.messages.create(
+        model=MODEL, max_tokens=200, messages=USER, output_config={"format": {"type": "json_schema", "schema": SCHEMA}}
+    )
     assert json.loads(message.content[0].text) == {"label": "bug", "confidence": 0.9}
     assert brain.requests[-1].output_schema == SCHEMA
 
 
 def test_structured_output_is_guaranteed_even_when_the_brain_slips(client, brain):
     brain.always(text_reply('Sure! Here it is: {"label": "bug", "confidence": 3, "extra": 1}'))
-    message = client.messages.create(model=MODEL, max_tokens=200, messages=USER,
-                                     output_config={"format": {"type": "json_schema", "schema": SCHEMA}})
+    message = client.messages.create(
+        model=MODEL, max_tokens=200, messages=USER, output_config={"format": {"type": "json_schema", "schema": SCHEMA}}
+    )
     value = json.loads(message.content[0].text)
     jsonschema.validate(value, SCHEMA)
     assert value["label"] == "bug"  # the valid part of the slip is kept
     brain.always(text_reply("no json at all"))
-    message = client.messages.create(model=MODEL, max_tokens=200, messages=USER,
-                                     output_config={"format": {"type": "json_schema", "schema": SCHEMA}})
+    message = client.messages.create(
+        model=MODEL, max_tokens=200, messages=USER, output_config={"format": {"type": "json_schema", "schema": SCHEMA}}
+    )
     jsonschema.validate(json.loads(message.content[0].text), SCHEMA)
 
 
 def test_structured_output_retries_the_brain_before_repairing(client, brain):
     brain.then(text_reply("oops"), text_reply('{"label": "other", "confidence": 0.5}'))
-    message = client.messages.create(model=MODEL, max_tokens=200, messages=USER,
-                                     output_config={"format": {"type": "json_schema", "schema": SCHEMA}})
+    message = client.messages.create(
+        model=MODEL, max_tokens=200, messages=USER, output_config={"format": {"type": "json_schema", "schema": SCHEMA}}
+    )
     assert json.loads(message.content[0].text) == {"label": "other", "confidence": 0.5}
     assert [r.seed for r in brain.requests] == [0, 1]
 
@@ -217,8 +252,11 @@ def test_default_emulator_uses_the_simulated_brain_deterministically():
 
     first, second = Emulator(), Emulator()
     assert isinstance(first.brain, SimulatedBrain)
-    params = dict(model="claude-haiku-4-5", max_tokens=300,
-                  messages=[{"role": "user", "content": "Classify this ticket: my invoice is wrong."}])
+    params = dict(
+        model="claude-haiku-4-5",
+        max_tokens=300,
+        messages=[{"role": "user", "content": "Classify this ticket: my invoice is wrong."}],
+    )
     with first.client() as a, second.client() as b:
         one, two = a.messages.create(**params), b.messages.create(**params)
     assert one.content and one.content[0].type == "text"
@@ -229,7 +267,9 @@ def test_default_emulator_uses_the_simulated_brain_deterministically():
 def test_simulated_brain_structured_output_validates():
     with Emulator().client() as sdk:
         message = sdk.messages.create(
-            model="claude-haiku-4-5", max_tokens=500, messages=[{"role": "user", "content": "Label this: refund please"}],
+            model="claude-haiku-4-5",
+            max_tokens=500,
+            messages=[{"role": "user", "content": "Label this: refund please"}],
             output_config={"format": {"type": "json_schema", "schema": SCHEMA}},
         )
     jsonschema.validate(json.loads(message.content[0].text), SCHEMA)
@@ -239,15 +279,36 @@ def test_simulated_brain_structured_output_validates():
     "schema",
     [
         {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3, "multipleOf": 2}}, "required": ["n"]},
-        {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "string", "minLength": 2}, "minItems": 2}},
-         "required": ["xs"], "additionalProperties": False},
-        {"$defs": {"pt": {"type": "object", "properties": {"x": {"type": "number", "exclusiveMinimum": 0}}, "required": ["x"]}},
-         "type": "object", "properties": {"p": {"$ref": "#/$defs/pt"}}, "required": ["p"]},
+        {
+            "type": "object",
+            "properties": {"xs": {"type": "array", "items": {"type": "string", "minLength": 2}, "minItems": 2}},
+            "required": ["xs"],
+            "additionalProperties": False,
+        },
+        {
+            "$defs": {
+                "pt": {
+                    "type": "object",
+                    "properties": {"x": {"type": "number", "exclusiveMinimum": 0}},
+                    "required": ["x"],
+                }
+            },
+            "type": "object",
+            "properties": {"p": {"$ref": "#/$defs/pt"}},
+            "required": ["p"],
+        },
         {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"k": {"const": "v"}}, "required": ["k"]}]},
-        {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}, "mode": {"enum": ["a", "b"]}},
-         "required": ["when", "mode"]},
-        {"allOf": [{"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"]},
-                   {"properties": {"b": {"type": ["integer", "null"]}}, "required": ["b"]}]},
+        {
+            "type": "object",
+            "properties": {"when": {"type": "string", "format": "date-time"}, "mode": {"enum": ["a", "b"]}},
+            "required": ["when", "mode"],
+        },
+        {
+            "allOf": [
+                {"type": "object", "properties": {"a": {"type": "boolean"}}, "required": ["a"]},
+                {"properties": {"b": {"type": ["integer", "null"]}}, "required": ["b"]},
+            ]
+        },
     ],
 )
 def test_repair_and_instance_for_produce_valid_values(schema):

@@ -16,7 +16,9 @@ def listed_ids(lifecycles=catalog.DEFAULT_LIFECYCLES) -> list[str]:
 
 def test_auto_pagination_walks_the_whole_catalogue_newest_first(client):
     page = client.models.list(limit=3)
-    assert len(page.data) == 3 and page.has_more and page.first_id == page.data[0].id and page.last_id == page.data[-1].id
+    assert (
+        len(page.data) == 3 and page.has_more and page.first_id == page.data[0].id and page.last_id == page.data[-1].id
+    )
     assert [m.id for m in page] == listed_ids()  # auto-paging follows after_id = last_id to the end
     assert "claude-3-5-haiku-latest" not in listed_ids()  # retired models are hidden by default
 
@@ -44,8 +46,9 @@ def test_lifecycle_filter(raw):
     assert response.status_code == 200
     retired = [m["id"] for m in response.json()["data"]]
     assert retired == listed_ids(("retired",)) and "claude-3-5-haiku-latest" in retired
-    everything = raw.get("/v1/models", params={"lifecycle[]": ["active", "deprecated", "retired"], "limit": 1000},
-                         headers=headers())
+    everything = raw.get(
+        "/v1/models", params={"lifecycle[]": ["active", "deprecated", "retired"], "limit": 1000}, headers=headers()
+    )
     assert len(everything.json()["data"]) == len(catalog.all_models())
 
 

@@ -89,10 +89,12 @@ def test_environment_variables_point_the_sdk_at_the_emulator(served, monkeypatch
 
 
 def test_batches_over_the_socket(sdk):
-    batch = sdk.messages.batches.create(requests=[
-        {"custom_id": "a", "params": {"model": MODEL, "max_tokens": 20, "messages": USER}},
-        {"custom_id": "b", "params": {"model": "claude-nope", "max_tokens": 20, "messages": USER}},
-    ])
+    batch = sdk.messages.batches.create(
+        requests=[
+            {"custom_id": "a", "params": {"model": MODEL, "max_tokens": 20, "messages": USER}},
+            {"custom_id": "b", "params": {"model": "claude-nope", "max_tokens": 20, "messages": USER}},
+        ]
+    )
     assert batch.id.startswith("msgbatch_")
     ended = sdk.messages.batches.retrieve(batch.id)
     assert ended.processing_status == "ended" and ended.results_url.startswith(str(sdk.base_url).rstrip("/"))
@@ -110,8 +112,11 @@ def test_errors_map_to_sdk_classes(sdk, served):
         sdk.messages.create(model=MODEL, max_tokens=10, messages=USER, extra_headers={"x-emulator-fault": "overloaded"})
     with pytest.raises(anthropic.GatewayTimeoutError):
         sdk.messages.create(model=MODEL, max_tokens=10, messages=USER, extra_headers={"x-emulator-fault": "timeout"})
-    missing = httpx.post(f"{served[2]}/v1/messages", json={"model": MODEL, "max_tokens": 5, "messages": USER},
-                         headers={"anthropic-version": "2026-10-21"})
+    missing = httpx.post(
+        f"{served[2]}/v1/messages",
+        json={"model": MODEL, "max_tokens": 5, "messages": USER},
+        headers={"anthropic-version": "2026-10-21"},
+    )
     assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
 
 
@@ -130,8 +135,9 @@ def test_cut_stream_over_the_socket_is_a_broken_connection(sdk, served):
     served[1].always(text_reply(" ".join(["word"] * 80)))
     seen = []
     with pytest.raises((httpx2.RemoteProtocolError, anthropic.APIConnectionError)):
-        with sdk.messages.stream(model=MODEL, max_tokens=200, messages=USER,
-                                 extra_headers={"x-emulator-fault": "cut_stream"}) as stream:
+        with sdk.messages.stream(
+            model=MODEL, max_tokens=200, messages=USER, extra_headers={"x-emulator-fault": "cut_stream"}
+        ) as stream:
             for event in stream:
                 seen.append(event.type)
     assert seen[0] == "message_start" and "message_stop" not in seen
@@ -140,8 +146,11 @@ def test_cut_stream_over_the_socket_is_a_broken_connection(sdk, served):
 
 
 def test_malformed_json_over_the_socket(served):
-    response = httpx.post(f"{served[2]}/v1/messages", json={"model": MODEL, "max_tokens": 5, "messages": USER},
-                          headers={"x-api-key": "k", "anthropic-version": "2026-10-21", "x-emulator-fault": "malformed_json"})
+    response = httpx.post(
+        f"{served[2]}/v1/messages",
+        json={"model": MODEL, "max_tokens": 5, "messages": USER},
+        headers={"x-api-key": "k", "anthropic-version": "2026-10-21", "x-emulator-fault": "malformed_json"},
+    )
     assert response.status_code == 200
     with pytest.raises(ValueError):
         response.json()
@@ -156,9 +165,21 @@ def test_python_dash_m_parity_emulate_serves_the_sdk(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "parity", "emulate", "--port", str(port), "--faults", "overloaded=0.0",
-         "--api-key", "sk-cli"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "parity",
+            "emulate",
+            "--port",
+            str(port),
+            "--faults",
+            "overloaded=0.0",
+            "--api-key",
+            "sk-cli",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -172,8 +193,9 @@ def test_python_dash_m_parity_emulate_serves_the_sdk(tmp_path):
                 assert time.monotonic() < deadline, "parity emulate did not start"
                 time.sleep(0.1)
         with anthropic.Anthropic(base_url=base_url, api_key="sk-cli", max_retries=0) as client:
-            message = client.messages.create(model="claude-haiku-4-5", max_tokens=50,
-                                              messages=[{"role": "user", "content": "Say hi"}])
+            message = client.messages.create(
+                model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "Say hi"}]
+            )
             assert message.type == "message" and message.usage.output_tokens >= 1
         with anthropic.Anthropic(base_url=base_url, api_key="sk-wrong", max_retries=0) as client:
             with pytest.raises(anthropic.AuthenticationError):

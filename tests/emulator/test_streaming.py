@@ -1,4 +1,5 @@
-"""SSE streaming (reference §4): event names and order, indices, deltas, cumulative usage, and the SDK's MessageStream."""
+"""SSE streaming (reference §4): event names and order, indices, deltas, cumulative usage, and the SDK's
+MessageStream."""
 
 from __future__ import annotations
 
@@ -27,21 +28,25 @@ def sse(raw_client, body: dict, **extra_headers: str) -> list[tuple[str, dict]]:
             continue
         lines = chunk.split("\n")
         assert lines[0].startswith("event: ") and lines[1].startswith("data: ") and len(lines) == 2, chunk
-        name, data = lines[0][len("event: "):], json.loads(lines[1][len("data: "):])
+        name, data = lines[0][len("event: ") :], json.loads(lines[1][len("data: ") :])
         assert data["type"] == name
         events.append((name, data))
     return events
 
 
 def test_event_order_indices_and_usage(raw, brain):
-    brain.then(tool_reply("lookup", {"q": "a fairly long query string to split"}, text="Let me look that up for you now."))
+    brain.then(
+        tool_reply("lookup", {"q": "a fairly long query string to split"}, text="Let me look that up for you now.")
+    )
     events = sse(raw, {"model": MODEL, "max_tokens": 300, "messages": USER, "tools": [TOOL]})
     names = [name for name, _ in events]
     assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
     assert names.count("ping") >= 1
     start = events[0][1]["message"]
     assert start["content"] == [] and start["stop_reason"] is None and start["stop_sequence"] is None
-    assert {"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"} <= set(start["usage"])
+    assert {"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"} <= set(
+        start["usage"]
+    )
     # blocks: start → deltas → stop, indices 0, 1, … in order
     blocks: dict[int, list[str]] = {}
     order = []
@@ -122,8 +127,9 @@ def test_the_sync_transport_streams_incrementally(emulator, brain):
     seen = []
     with emulator.client(max_retries=0, timeout=httpx2.Timeout(5.0, read=0.3)) as sdk:
         with pytest.raises((httpx2.ReadTimeout, anthropic.APITimeoutError)):
-            with sdk.messages.stream(model=MODEL, max_tokens=200, messages=USER,
-                                     extra_headers={"x-emulator-fault": "stall"}) as stream:
+            with sdk.messages.stream(
+                model=MODEL, max_tokens=200, messages=USER, extra_headers={"x-emulator-fault": "stall"}
+            ) as stream:
                 for event in stream:
                     seen.append(event.type)
     assert seen[:1] == ["message_start"] and "message_stop" not in seen
@@ -151,8 +157,9 @@ async def test_the_async_transport_streams_incrementally(emulator, brain):
     seen = []
     async with emulator.async_client(max_retries=0, timeout=httpx2.Timeout(5.0, read=0.3)) as sdk:
         with pytest.raises((httpx2.ReadTimeout, anthropic.APITimeoutError)):
-            async with sdk.messages.stream(model=MODEL, max_tokens=200, messages=USER,
-                                           extra_headers={"x-emulator-fault": "stall"}) as stream:
+            async with sdk.messages.stream(
+                model=MODEL, max_tokens=200, messages=USER, extra_headers={"x-emulator-fault": "stall"}
+            ) as stream:
                 async for event in stream:
                     seen.append(event.type)
     assert seen[:1] == ["message_start"] and "message_stop" not in seen

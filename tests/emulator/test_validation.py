@@ -1,4 +1,5 @@
-"""Validation: the documented 4xx envelope, status, error type and message for malformed requests (reference §1–§2, §5, §7)."""
+"""Validation: the documented 4xx envelope, status, error type and message for malformed requests (reference §1-§2,
+§5, §7)."""
 
 from __future__ import annotations
 
@@ -64,18 +65,27 @@ def test_sampling_params_accepted_and_range_checked_under_2023_06_01(raw):
 
 
 def test_type_errors_name_the_field(client):
-    assert bad_request(client, model=MODEL, max_tokens="ten", messages=USER, timeout=60) == "max_tokens: Input should be a valid integer"
+    assert (
+        bad_request(client, model=MODEL, max_tokens="ten", messages=USER, timeout=60)
+        == "max_tokens: Input should be a valid integer"
+    )
     assert bad_request(client, model=MODEL, max_tokens=-1, messages=USER) == (
         "max_tokens: Input should be greater than or equal to 0"
     )
     assert bad_request(client, model=MODEL, max_tokens=10, messages=[]) == "messages: at least one message is required"
-    assert bad_request(client, **BASE, stop_sequences=["  "]) == "stop_sequences: each stop sequence must contain non-whitespace"
+    assert (
+        bad_request(client, **BASE, stop_sequences=["  "])
+        == "stop_sequences: each stop sequence must contain non-whitespace"
+    )
     assert bad_request(client, **BASE, metadata={"user_id": 5}) == "metadata.user_id: Input should be a valid string"
 
 
 def test_max_tokens_above_the_model_ceiling(client):
     message = bad_request(client, model=MODEL, max_tokens=500_000, messages=USER, timeout=60)
-    assert message == "max_tokens: 500000 > 128000, which is the maximum allowed number of output tokens for claude-opus-4-8"
+    assert (
+        message
+        == "max_tokens: 500000 > 128000, which is the maximum allowed number of output tokens for claude-opus-4-8"
+    )
 
 
 def test_unknown_and_retired_models_are_404(client):
@@ -97,7 +107,10 @@ def test_message_shapes(client):
     assert bad_request(client, model=MODEL, max_tokens=10, messages=[{"role": "robot", "content": "hi"}]) == (
         "messages.0.role: Input should be 'user', 'assistant' or 'system'"
     )
-    assert bad_request(client, model=MODEL, max_tokens=10, messages=[{"role": "user"}]) == "messages.0.content: Field required"
+    assert (
+        bad_request(client, model=MODEL, max_tokens=10, messages=[{"role": "user"}])
+        == "messages.0.content: Field required"
+    )
     assert bad_request(client, model=MODEL, max_tokens=10, messages=[{"role": "user", "content": ""}]) == (
         "messages.0: all messages must have non-empty content except for the optional final assistant message"
     )
@@ -109,7 +122,12 @@ def test_message_shapes(client):
     assert bad_request(client, model=MODEL, max_tokens=10, messages=unknown).startswith(
         "messages.0.content.0: Input tag 'hologram' found using 'type' does not match any of the expected tags"
     )
-    bad_image = [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "AA"}}]}]
+    bad_image = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "AA"}}],
+        }
+    ]
     assert bad_request(client, model=MODEL, max_tokens=10, messages=bad_image).startswith(
         "messages.0.content.0.source.media_type: Input should be 'image/jpeg'"
     )
@@ -128,7 +146,9 @@ def test_tool_use_needs_a_tool_result_in_the_next_turn(client):
         {"role": "user", "content": "never mind"},
     ]
     message = bad_request(client, model=MODEL, max_tokens=10, messages=messages)
-    assert message.startswith("messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_a.")
+    assert message.startswith(
+        "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_a."
+    )
 
 
 def test_a_complete_tool_round_trip_is_accepted(client):
@@ -155,8 +175,9 @@ def test_2026_10_21_rejects_assistant_documents_and_user_citations(client, raw):
     assert bad_request(client, model=MODEL, max_tokens=10, messages=messages).startswith(
         "messages.1.content.0: document blocks are not accepted in assistant messages"
     )
-    old = raw.post("/v1/messages", json={"model": MODEL, "max_tokens": 10, "messages": messages},
-                   headers=headers("2023-06-01"))
+    old = raw.post(
+        "/v1/messages", json={"model": MODEL, "max_tokens": 10, "messages": messages}, headers=headers("2023-06-01")
+    )
     assert old.status_code == 200, old.text
     cited = [{"role": "user", "content": [{"type": "text", "text": "x", "citations": [{"type": "char_location"}]}]}]
     assert bad_request(client, model=MODEL, max_tokens=10, messages=cited).startswith(
@@ -181,8 +202,10 @@ def test_tool_definitions(client):
     assert bad_request(client, **BASE, tool_choice={"type": "any"}) == (
         "tool_choice: tool_choice may only be specified while providing tools."
     )
-    assert bad_request(client, **BASE, tools=[{"name": "f", "input_schema": schema}],
-                       tool_choice={"type": "tool"}) == "tool_choice.tool.name: Field required"
+    assert (
+        bad_request(client, **BASE, tools=[{"name": "f", "input_schema": schema}], tool_choice={"type": "tool"})
+        == "tool_choice.tool.name: Field required"
+    )
 
 
 def test_thinking_types_per_model(client):
@@ -190,13 +213,16 @@ def test_thinking_types_per_model(client):
         '"thinking.type.enabled" is not supported for this model.'
     )
     haiku = {**BASE, "model": "claude-haiku-4-5", "max_tokens": 4096}
-    assert bad_request(client, **haiku, thinking={"type": "adaptive"}) == "adaptive thinking is not supported on this model"
+    assert (
+        bad_request(client, **haiku, thinking={"type": "adaptive"})
+        == "adaptive thinking is not supported on this model"
+    )
     assert bad_request(client, **haiku, thinking={"type": "enabled", "budget_tokens": 100}) == (
         "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
     )
-    assert bad_request(client, **{**haiku, "max_tokens": 2000}, thinking={"type": "enabled", "budget_tokens": 2048}).startswith(
-        "max_tokens must be greater than thinking.budget_tokens."
-    )
+    assert bad_request(
+        client, **{**haiku, "max_tokens": 2000}, thinking={"type": "enabled", "budget_tokens": 2048}
+    ).startswith("max_tokens must be greater than thinking.budget_tokens.")
     ok = client.messages.create(**haiku, thinking={"type": "enabled", "budget_tokens": 2048})
     assert ok.type == "message"
     assert client.messages.create(**BASE, thinking={"type": "adaptive"}).type == "message"
@@ -210,7 +236,9 @@ def test_cache_control_shape(client):
 
 
 def test_output_config(client):
-    assert bad_request(client, **BASE, output_config={"effort": "extreme"}).startswith("output_config.effort: Input should be")
+    assert bad_request(client, **BASE, output_config={"effort": "extreme"}).startswith(
+        "output_config.effort: Input should be"
+    )
     fmt = {"type": "json_schema", "schema": {"type": "object", "properties": {"a": {"type": 5}}}}
     assert bad_request(client, **BASE, output_config={"format": fmt}).startswith(
         "output_config.format.schema: not a valid JSON Schema"
@@ -230,8 +258,12 @@ def test_prewarm_rejections(client):
         )
     with pytest.raises(anthropic.BadRequestError, match="cache pre-warming"):
         client.messages.create(model=MODEL, max_tokens=0, messages=USER, stream=True)
-    haiku = dict(model="claude-haiku-4-5", max_tokens=0, messages=USER, thinking={"type": "enabled", "budget_tokens": 1024})
-    assert bad_request(client, **haiku).startswith("max_tokens: max_tokens=0 (cache pre-warming) cannot be combined with thinking")
+    haiku = dict(
+        model="claude-haiku-4-5", max_tokens=0, messages=USER, thinking={"type": "enabled", "budget_tokens": 1024}
+    )
+    assert bad_request(client, **haiku).startswith(
+        "max_tokens: max_tokens=0 (cache pre-warming) cannot be combined with thinking"
+    )
 
 
 def test_count_tokens_validation(client):
@@ -264,7 +296,10 @@ def test_configured_keys_and_x_api_key_precedence(brain, clock):
         both_good_first = {**headers(x_api_key="sk-good"), "authorization": "Bearer sk-bad"}
         assert http.post("/v1/messages", json=BASE, headers=both_good_first).status_code == 200
         both_bad_first = {**headers(x_api_key="sk-bad"), "authorization": "Bearer sk-good"}
-        assert envelope(http.post("/v1/messages", json=BASE, headers=both_bad_first), 401, "authentication_error") == "invalid x-api-key"
+        assert (
+            envelope(http.post("/v1/messages", json=BASE, headers=both_bad_first), 401, "authentication_error")
+            == "invalid x-api-key"
+        )
     with emulator.client(api_key="sk-wrong", max_retries=0) as sdk, pytest.raises(anthropic.AuthenticationError):
         sdk.messages.create(**BASE)
     with emulator.client(api_key="sk-good") as sdk:
@@ -281,7 +316,9 @@ def test_version_header(raw):
 
 
 def test_unknown_beta(client, raw):
-    response = raw.post("/v1/messages", json=BASE, headers=headers(anthropic_beta="prompt-caching-2024-07-31, nope-2099"))
+    response = raw.post(
+        "/v1/messages", json=BASE, headers=headers(anthropic_beta="prompt-caching-2024-07-31, nope-2099")
+    )
     assert envelope(response, 400, "invalid_request_error") == "Unsupported beta header: nope-2099"
     ok = raw.post("/v1/messages", json=BASE, headers=headers(anthropic_beta="extended-cache-ttl-2025-04-11"))
     assert ok.status_code == 200
@@ -298,8 +335,11 @@ def test_old_sdk_style_with_beta_query(raw, brain):
     )
     assert response.status_code == 200, response.text
     assert response.json()["content"][0]["text"] == "Hi from the past"
-    counted = raw.post("/v1/messages/count_tokens?beta=true", json={"model": MODEL, "messages": USER},
-                       headers=headers("2023-06-01", x_api_key="k", anthropic_beta="token-counting-2024-11-01"))
+    counted = raw.post(
+        "/v1/messages/count_tokens?beta=true",
+        json={"model": MODEL, "messages": USER},
+        headers=headers("2023-06-01", x_api_key="k", anthropic_beta="token-counting-2024-11-01"),
+    )
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
 
 
@@ -310,7 +350,9 @@ def test_body_not_json_and_too_large(raw):
     assert envelope(array, 400, "invalid_request_error").startswith("body: Input should be a valid dictionary")
     huge = b'{"pad": "' + b"x" * (32 * 1024 * 1024) + b'"}'
     response = raw.post("/v1/messages", content=huge, headers=headers())
-    assert envelope(response, 413, "request_too_large").startswith("Request exceeds the maximum allowed number of bytes")
+    assert envelope(response, 413, "request_too_large").startswith(
+        "Request exceeds the maximum allowed number of bytes"
+    )
 
 
 def test_unknown_path_and_wrong_method_get_the_envelope(raw):
@@ -325,3 +367,19 @@ def test_sdk_error_classes_carry_request_id(client):
         client.models.retrieve("claude-nope")
     assert info.value.request_id.startswith("req_")
     assert info.value.type == "not_found_error"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK warns that sonnet-4-5 is deprecated
+def test_prompt_longer_than_the_context_window(client):
+    long_text = "word " * 210_000
+    message = bad_request(
+        client, model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": long_text}]
+    )
+    assert message.startswith("prompt is too long: ") and message.endswith("> 200000 maximum")
+    ok = client.beta.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=10,
+        betas=["context-1m-2025-08-07"],
+        messages=[{"role": "user", "content": long_text}],
+    )
+    assert ok.usage.input_tokens > 200_000
