@@ -646,6 +646,7 @@ def wrap(client: ClientT, *, sink: Sink, tags: Mapping[str, str] | None = None) 
     `sink` is a JSONL path (appended), an open text file, or a callable that receives each `Exchange`.
     `tags` are added to every Exchange; add per-call tags with `with tagged(task=...)` (`from parity.wrap import tagged`).
     The copy shares the original's connection pool and options; use it exactly as you used the original.
+    Wrap once and keep the returned client: each call starts one background writer thread.
     """
     with_middleware = getattr(client, "with_middleware", None)
     if with_middleware is None:

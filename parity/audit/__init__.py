@@ -1,0 +1,26 @@
+"""`parity audit`: where the money goes in a team's Claude API logs and what each lever would save.
+
+One streaming pass over Exchanges (`run.py`) feeds the levers: exact cost (`cost.py`), template families
+(`families.py`), the prompt cache (`cache.py`), the Batches API (`batch.py`), right-sizing (`rightsize.py`);
+`savings.py` stacks them and `findings.py` holds the Finding record and the JSON Schema of the report.
+"""
+
+from parity.audit.cache import cache_diff, diagnose
+from parity.audit.families import fingerprint
+from parity.audit.findings import CACHE_CAUSES, REPORT_SCHEMA, Finding, validate_report
+from parity.audit.run import AuditOptions, AuditReport, Auditor, audit_exchanges, audit_paths
+
+__all__ = [
+    "CACHE_CAUSES",
+    "REPORT_SCHEMA",
+    "AuditOptions",
+    "AuditReport",
+    "Auditor",
+    "Finding",
+    "audit_exchanges",
+    "audit_paths",
+    "cache_diff",
+    "diagnose",
+    "fingerprint",
+    "validate_report",
+]

@@ -11,6 +11,11 @@ from parity.errors import ParityError
 from parity.cli import emulate as _emulate  # noqa: F401,E402
 from parity.cli import demo as _demo  # noqa: F401,E402
 from parity.cli import verdict as _verdict  # noqa: F401,E402
+from parity.cli import count as _count  # noqa: F401,E402
+from parity.cli import audit as _audit  # noqa: F401,E402
+from parity.cli import serve as _serve  # noqa: F401,E402
+from parity.cli import keys as _keys  # noqa: F401,E402
+from parity.cli import prove as _prove  # noqa: F401,E402
 
 
 def main() -> None:

@@ -1,0 +1,827 @@
+"""Cache lever: why a family's stable prefix is not read from the prompt cache, where, and what it costs.
+
+Two requests are compared the way the cache compares them: `parity.prompt.render` lays out tools → system →
+messages and `parity.prompt.first_divergence` names the first block that differs and the offset in it (the one
+implementation, shared with the emulator). On top of that this module says *why* the bytes differ:
+
+* the differing characters sit inside a date/time or an id in both requests → `volatile_timestamp` /
+  `volatile_uuid`;
+* the block (or a JSON document inside its text) is the same JSON with keys in another order →
+  `unsorted_json_keys`;
+* the tools have the same names in another order → `tool_order_changed`, other names → `tool_set_varies`;
+* an image appeared or disappeared (invalidates the messages level) → `image_added`; another model → `model_switched`.
+
+Family-level causes come from the usage fields and the gaps between requests: no `cache_control` on a long
+repeated prefix → `no_breakpoint`; breakpoints but both cache counters 0 and a prefix under the model's minimum →
+`below_min_cacheable`; a stable prefix re-written because the gap exceeded the 5-minute TTL where 1 hour would
+have paid → `ttl_expired`.
+
+Savings are counterfactual token moves on each request's own token vector (see `CacheFamily.observe`): in the
+world where the family's template prefix is byte-stable and cached, a request that could read it (the prefix was
+written by an earlier request whose response had begun, within the TTL) bills those tokens as cache reads; one
+that could not writes them. Costs stay exact; only the prefix size is an estimate (calibrated on logged usage).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from parity import prompt as prompts
+from parity.audit.cost import CostAcc, PriceKey
+from parity.audit.families import DATE_TIME, ID_LIKE, skeleton, system_text
+
+def _json_dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8", "surrogatepass")
+
+
+try:  # orjson keeps the request's key order like json.dumps and is ~10x faster on the hot path
+    import orjson
+
+    def _dumps(value: Any) -> bytes:
+        try:
+            return orjson.dumps(value)
+        except TypeError:  # e.g. an integer beyond 64 bits, which the standard library reads
+            return _json_dumps(value)
+except ImportError:  # pragma: no cover - exercised only without orjson
+    _dumps = _json_dumps
+
+
+__all__ = [
+    "CacheFamily",
+    "PairDiagnosis",
+    "Shape",
+    "cache_diff",
+    "diagnose",
+    "shape_of",
+    "text_cause",
+    "ttl_advice",
+]
+
+TTL_5M = 300
+TTL_1H = 3600
+_MOD_KEYS = ("tool_choice", "thinking", "output_config", "speed", "context_management")
+_CALIBRATION_REQUESTS = 16
+_EMPTY_HASH = hash(b"")
+_MAX_RENDERS_PER_FAMILY = 24
+_FIX = {
+    "volatile_timestamp": (
+        "{where} holds a date/time that changes on every request ({example}), so nothing after it is ever read "
+        "from the cache: move it after the last cache breakpoint (e.g. into the final user message) or round it "
+        "to the day"
+    ),
+    "volatile_uuid": (
+        "{where} holds an id that changes on every request ({example}): keep ids out of the cached prefix "
+        "(send them in `metadata` or the final user message)"
+    ),
+    "unsorted_json_keys": (
+        "{where} is the same JSON with its keys in another order{example}: the cache hashes bytes, so serialise "
+        "with sorted keys (json.dumps(..., sort_keys=True)) or build the object in one fixed order"
+    ),
+    "tool_order_changed": (
+        "the same tools arrive in another order ({example}); tool definitions are the first cache level, so every "
+        "reorder re-writes everything: sort tools by name before sending"
+    ),
+    "tool_set_varies": (
+        "the tool set differs between requests ({example}); tools are the first cache level, so each variant "
+        "re-writes tools, system and messages: send every user the same full tool list (enforce permissions "
+        "where the tool runs), or put the varying tools last with a breakpoint on the last shared tool"
+    ),
+    "image_added": (
+        "an image appears in some requests and not others ({example}): that invalidates the messages-level "
+        "cache; keep images out of the cached turns or put them after the last breakpoint"
+    ),
+    "model_switched": (
+        "consecutive requests of this template go to different models ({example}); the cache is per model, "
+        "so each switch re-writes the whole prefix: pin one model per task, or route whole conversations"
+    ),
+}
+
+
+# --- the cheap per-request view used on the hot path -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Shape:
+    """What the hot path compares between consecutive requests of a family (no rendering)."""
+
+    model: str
+    prefix_bytes: int
+    h_tools: int
+    h_system: int
+    h_mods: int
+    h_first: int | None  # first message, when there is more history after it
+    images: int
+    ttl: int  # seconds of the first breakpoint's TTL; 0 without any breakpoint
+    bp_level: str | None  # level of the first breakpoint ("top" for top-level automatic caching)
+
+
+def shape_of(request: Mapping[str, Any], model: str) -> Shape:
+    tools = request.get("tools")
+    tools_b = _dumps(tools) if tools else b""
+    system = request.get("system")
+    if isinstance(system, str):
+        system_b = system.encode("utf-8", "surrogatepass")
+    else:
+        system_b = _dumps(system) if system else b""
+    mods = [request.get(k) for k in _MOD_KEYS]
+    h_mods = hash(_dumps(mods)) if any(m is not None for m in mods) else 0
+    ttl = 0
+    bp_level = None
+    if tools and isinstance(tools, list):
+        for tool in tools:
+            if isinstance(tool, dict) and tool.get("cache_control"):
+                ttl, bp_level = _ttl(tool["cache_control"]), "tools"
+                break
+    if not ttl and isinstance(system, list):
+        for block in system:
+            if isinstance(block, dict) and block.get("cache_control"):
+                ttl, bp_level = _ttl(block["cache_control"]), "system"
+                break
+    images = 0
+    messages = request.get("messages")
+    h_first = None
+    if isinstance(messages, list):
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                for block in content:
+                    if not isinstance(block, dict):
+                        continue
+                    kind = block.get("type")
+                    if kind == "image":
+                        images += 1
+                    elif kind == "tool_result" and isinstance(block.get("content"), list):
+                        images += sum(1 for b in block["content"] if isinstance(b, dict) and b.get("type") == "image")
+                    if not ttl and block.get("cache_control"):
+                        ttl, bp_level = _ttl(block["cache_control"]), "messages"
+        if len(messages) >= 2:
+            h_first = hash(_dumps(messages[0]))
+    if not ttl and isinstance(request.get("cache_control"), dict):
+        ttl, bp_level = _ttl(request["cache_control"]), "top"
+    return Shape(model, len(tools_b) + len(system_b), hash(tools_b), hash(system_b), h_mods, h_first, images, ttl,
+                 bp_level)
+
+
+def _ttl(cache_control: Any) -> int:
+    if isinstance(cache_control, dict) and cache_control.get("ttl") == "1h":
+        return TTL_1H
+    return TTL_5M
+
+
+# --- diagnosing one pair of requests ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairDiagnosis:
+    """Where and why request b cannot reuse a's cached prefix (cause None: a difference with no known cause)."""
+
+    cause: str | None
+    block_path: str | None
+    offset: int | None
+    level: str
+    invalidated_from: str | None
+    reason: str  # first_divergence's reason: content, added, removed, model, images, tool_choice, ...
+    example: str = ""
+    in_last_message: bool = False
+
+    def fix(self) -> str:
+        template = _FIX.get(self.cause or "")
+        if template is None:
+            return ""
+        where = self.block_path or self.level
+        if self.offset is not None:
+            where = f"{where} offset {self.offset}"
+        return template.format(where=where, example=self.example)
+
+
+def diagnose(a: Mapping[str, Any], b: Mapping[str, Any], ra: prompts.RenderedPrompt | None = None,
+             rb: prompts.RenderedPrompt | None = None) -> PairDiagnosis | None:
+    """Why b's prompt diverges from a's as the cache sees it; None when b reuses all of a (same or appended)."""
+    ra = ra or prompts.render(a)
+    rb = rb or prompts.render(b)
+    div = prompts.first_divergence(ra, rb)
+    if div is None:
+        return None
+    if div.reason == "model":
+        return PairDiagnosis("model_switched", "model", None, "tools", "tools", "model",
+                             f"{a.get('model')!r} then {b.get('model')!r}")
+    if div.path is None:  # a request setting changed
+        cause = "image_added" if div.reason == "images" else None
+        example = f"{_count_images(a)} image(s) then {_count_images(b)}" if cause else f"{div.reason} changed"
+        return PairDiagnosis(cause, div.reason, None, div.level, div.invalidated_from, div.reason, example)
+    last = _in_last_message(div.path, b)
+    if div.level == "tools":
+        return _tools_diagnosis(a, b, div, ra, rb)
+    seg_a = _segment(ra, div.path)
+    seg_b = _segment(rb, div.path)
+    if seg_a is None or seg_b is None:
+        return PairDiagnosis(None, div.path, div.offset, div.level, div.invalidated_from, div.reason,
+                             f"block {div.reason}", last)
+    path, offset, text_a, text_b = _refine(div.path, div.offset or 0, seg_a, seg_b)
+    cause, example = text_cause(text_a, text_b, offset)
+    if cause is None and _same_json(seg_a.text, seg_b.text):
+        cause, example = "unsorted_json_keys", _key_order_example(seg_a.block, seg_b.block, div.path)
+    return PairDiagnosis(cause, path, offset, div.level, div.invalidated_from, div.reason, example, last)
+
+
+def _tools_diagnosis(a: Mapping[str, Any], b: Mapping[str, Any], div: Any, ra: Any, rb: Any) -> PairDiagnosis:
+    names_a, names_b = _tool_names(a), _tool_names(b)
+    if sorted(names_a) != sorted(names_b):
+        gone = sorted(set(names_a) - set(names_b))
+        new = sorted(set(names_b) - set(names_a))
+        bits = ([f"without {', '.join(gone)}"] if gone else []) + ([f"with {', '.join(new)}"] if new else [])
+        if not bits:
+            bits = [f"{len(names_a)} tools then {len(names_b)}"]
+        return PairDiagnosis("tool_set_varies", div.path, div.offset, "tools", "tools", div.reason,
+                             "; ".join(bits))
+    if names_a != names_b:
+        return PairDiagnosis("tool_order_changed", div.path, div.offset, "tools", "tools", div.reason,
+                             f"[{', '.join(names_a[:4])}{', …' if len(names_a) > 4 else ''}] then "
+                             f"[{', '.join(names_b[:4])}{', …' if len(names_b) > 4 else ''}]")
+    seg_a, seg_b = _segment(ra, div.path), _segment(rb, div.path)
+    if seg_a is not None and seg_b is not None:
+        if _same_json(seg_a.text, seg_b.text):
+            return PairDiagnosis("unsorted_json_keys", div.path, div.offset, "tools", "tools", div.reason,
+                                 _key_order_example(seg_a.block, seg_b.block, div.path))
+        cause, example = text_cause(seg_a.text, seg_b.text, div.offset or 0)
+        return PairDiagnosis(cause, div.path, div.offset, "tools", "tools", div.reason, example)
+    return PairDiagnosis(None, div.path, div.offset, "tools", "tools", div.reason, "tool definition changed")
+
+
+def text_cause(a: str, b: str, offset: int) -> tuple[str | None, str]:
+    """Classify the first difference of two texts at `offset`: (cause or None, a short 'x then y' example)."""
+    for cause, pattern in (("volatile_uuid", ID_LIKE), ("volatile_timestamp", DATE_TIME)):
+        ma, mb = _covering(pattern, a, offset), _covering(pattern, b, offset)
+        if ma and mb:
+            return cause, f"{ma!r} then {mb!r}"
+    embedded = _embedded_json_reordered(a, b, offset)
+    if embedded:
+        return "unsorted_json_keys", f" (JSON at offset {embedded})"
+    return None, ""
+
+
+def _covering(pattern: Any, text: str, offset: int) -> str | None:
+    lo = max(0, offset - 120)
+    for match in pattern.finditer(text, lo, min(len(text), offset + 120)):
+        if match.start() <= offset <= match.end() and match.end() > match.start():
+            return match.group(0)
+        if match.start() > offset:
+            break
+    return None
+
+
+def _embedded_json_reordered(a: str, b: str, offset: int) -> int | None:
+    """Start of a JSON object/array in both texts that spans `offset` and is equal but for key order."""
+    decoder = json.JSONDecoder()
+    tries = 0
+    pos = offset
+    while tries < 64:
+        pos = max(a.rfind("{", 0, pos + 1), a.rfind("[", 0, pos + 1))
+        if pos < 0:
+            return None
+        tries += 1
+        try:
+            obj_a, end_a = decoder.raw_decode(a, pos)
+            obj_b, end_b = decoder.raw_decode(b, pos)
+        except ValueError:
+            pos -= 1
+            continue
+        if end_a > offset and obj_a == obj_b and a[pos:end_a] != b[pos:end_b]:
+            return pos
+        pos -= 1
+        if pos < 0:
+            return None
+    return None
+
+
+def _same_json(x: str, y: str) -> bool:
+    try:
+        return x != y and json.loads(x) == json.loads(y)
+    except ValueError:
+        return False
+
+
+def _key_order_example(a: Any, b: Any, path: str) -> str:
+    where = _reordered_path(a, b, path)
+    return f" (keys of {where} in another order)" if where else ""
+
+
+def _reordered_path(a: Any, b: Any, path: str) -> str | None:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        ka = [k for k in a if k != "cache_control"]
+        kb = [k for k in b if k != "cache_control"]
+        if ka != kb and sorted(ka) == sorted(kb):
+            return path
+        for k in ka:
+            if k in b:
+                found = _reordered_path(a[k], b[k], f"{path}.{k}")
+                if found:
+                    return found
+    elif isinstance(a, list) and isinstance(b, list):
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _reordered_path(x, y, f"{path}.{i}")
+            if found:
+                return found
+    return None
+
+
+def _refine(path: str, offset: int, seg_a: Any, seg_b: Any) -> tuple[str, int, str, str]:
+    """For text blocks that differ only in their text, point into the text itself: `system.0.text` offset N."""
+    ba, bb = seg_a.block, seg_b.block
+    ta, tb = ba.get("text"), bb.get("text")
+    if isinstance(ta, str) and isinstance(tb, str):
+        rest_a = {k: v for k, v in ba.items() if k not in ("text", "cache_control")}
+        rest_b = {k: v for k, v in bb.items() if k not in ("text", "cache_control")}
+        if rest_a == rest_b and list(rest_a) == list(rest_b):
+            return f"{path}.text", prompts._common_prefix(ta, tb), ta, tb
+    return path, offset, seg_a.text, seg_b.text
+
+
+def _segment(rendered: prompts.RenderedPrompt, path: str) -> prompts.Segment | None:
+    index = rendered.index_of(path)
+    return None if index is None else rendered.segments[index]
+
+
+def _tool_names(request: Mapping[str, Any]) -> list[str]:
+    tools = request.get("tools") or []
+    return [str(t.get("name")) for t in tools if isinstance(t, Mapping)]
+
+
+def _count_images(request: Mapping[str, Any]) -> int:
+    count = 0
+    for message in request.get("messages") or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            count += sum(1 for b in content if isinstance(b, Mapping) and b.get("type") == "image")
+    return count
+
+
+def _in_last_message(path: str, request: Mapping[str, Any]) -> bool:
+    if not path.startswith("messages."):
+        return False
+    messages = request.get("messages") or []
+    try:
+        return int(path.split(".")[1]) >= len(messages) - 1
+    except (IndexError, ValueError):
+        return False
+
+
+# --- cache-diff ---------------------------------------------------------------------------------------------
+
+
+def cache_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """`parity cache-diff A B`: can B read what A cached, and if not, where and why (JSON-ready dict)."""
+    ra, rb = prompts.render(a), prompts.render(b)
+    diag = diagnose(a, b, ra, rb)
+    bps = prompts.breakpoints(ra)
+    out: dict[str, Any] = {
+        "breaks_cache": diag is not None,
+        "invalidated_from": diag.invalidated_from if diag else None,
+        "block_path": diag.block_path if diag else None,
+        "offset": diag.offset if diag else None,
+        "cause": diag.cause if diag else None,
+        "reason": diag.reason if diag else None,
+        "example": (diag.example.strip() or None) if diag else None,
+        "fix": (diag.fix() or None) if diag else None,
+        "reusable_tokens": None,
+        "a": {"model": ra.model, "tokens": ra.total_tokens, "breakpoints": [bp.path for bp in bps]},
+        "b": {"model": rb.model, "tokens": rb.total_tokens},
+        "warnings": [],
+        "tokens_note": "token counts are the offline estimate (parity.emulator.tokenizer), not Claude's tokenizer",
+    }
+    div = prompts.first_divergence(ra, rb)
+    out["reusable_tokens"] = div.reusable_tokens if div is not None else rb.total_tokens
+    if not bps:
+        out["warnings"].append({"cause": "no_breakpoint", "message": (
+            "A has no cache_control, so A writes nothing for B to read; put a breakpoint at the end of the "
+            f"stable prefix ({suggest_breakpoint(ra) or 'the last system block'})")})
+    else:
+        try:
+            from parity.pricing import min_cacheable_tokens
+
+            minimum = min_cacheable_tokens(ra.model)
+        except Exception:  # unknown model: no minimum to compare with
+            minimum = None
+        longest = max(bp.tokens for bp in bps)
+        if minimum is not None and longest < minimum:
+            out["warnings"].append({"cause": "below_min_cacheable", "message": (
+                f"A's longest cached prefix is about {longest} tokens; {ra.model} caches from {minimum}, "
+                "so nothing is written")})
+    return out
+
+
+def suggest_breakpoint(rendered: prompts.RenderedPrompt) -> str | None:
+    """Where a breakpoint should go: the last system block, else the last tool (the template's stable end)."""
+    for level in ("system", "tools"):
+        segs = [s for s in rendered.level_segments(level) if s.cacheable]
+        if segs:
+            return segs[-1].path
+    return None
+
+
+# --- TTL arithmetic -----------------------------------------------------------------------------------------
+
+
+def ttl_advice(gaps: Mapping[str, int], read_x: float, w5_x: float, w1_x: float, prefix_tokens: float,
+               current: str) -> dict[str, Any]:
+    """5m or 1h for a family, from its inter-arrival gap counts and the cache multipliers (× input price).
+
+    Each request either reads the prefix (its predecessor of the family came within the TTL) or writes it.
+    With 5m, gaps over 5 minutes (and the first request) write at `w5_x`; with 1h, only gaps over an hour
+    write, at `w1_x`. The arithmetic is returned as text so the report can show it.
+    """
+    le5, le60, gt60, first = gaps.get("le_5m", 0), gaps.get("le_1h", 0), gaps.get("gt_1h", 0), gaps.get("first", 0)
+    writes5, reads5 = first + le60 + gt60, le5
+    writes1, reads1 = first + gt60, le5 + le60
+    cost5 = writes5 * w5_x + reads5 * read_x
+    cost1 = writes1 * w1_x + reads1 * read_x
+    best = "1h" if cost1 < cost5 else "5m"
+    per = f"× {prefix_tokens:,.0f}-token prefix" if prefix_tokens else ""
+    text = (
+        f"5m: {writes5} writes × {w5_x:g} + {reads5} reads × {read_x:g} = {cost5:,.2f} prefix-inputs; "
+        f"1h: {writes1} writes × {w1_x:g} + {reads1} reads × {read_x:g} = {cost1:,.2f} prefix-inputs {per}".rstrip()
+    )
+    extra_writes = writes5 - writes1
+    premium = w1_x - w5_x
+    breakeven = (
+        f"1h pays when the re-writes it avoids ({extra_writes} × {w5_x - read_x:g}) exceed its premium on the writes "
+        f"left ({writes1} × {premium:g})"
+    )
+    return {
+        "current": current,
+        "recommended": best,
+        "gaps": {"first": first, "le_5m": le5, "5m_to_1h": le60, "gt_1h": gt60},
+        "cost_5m_prefix_inputs": round(cost5, 4),
+        "cost_1h_prefix_inputs": round(cost1, 4),
+        "arithmetic": f"{text}. {breakeven}.",
+    }
+
+
+# --- the per-family tracker -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CauseStats:
+    """One cause in one family: how many requests show it, what they cost, one example pair."""
+
+    requests: int = 0
+    cost: CostAcc = field(default_factory=CostAcc)
+    lines: tuple[int, ...] = ()
+    files: tuple[str, ...] = ()
+    block_path: str | None = None
+    offset: int | None = None
+    invalidated_from: str | None = None
+    example: str = ""
+    fix: str = ""
+
+    def merge(self, other: CauseStats) -> None:
+        self.requests += other.requests
+        self.cost.merge(other.cost)
+        if not self.lines:
+            self.lines, self.files = other.lines, other.files
+            self.block_path, self.offset, self.invalidated_from = other.block_path, other.offset, other.invalidated_from
+            self.example, self.fix = other.example, other.fix
+
+
+@dataclass
+class _Track:
+    """Counterfactual cache state of the family's (fixed) template prefix under one TTL."""
+
+    ttl: int
+    last: float = -math.inf
+    ready: float = math.inf
+    started: bool = False
+
+    def readable(self, t: float, ttft: float) -> bool:
+        """Could a request starting at t read the prefix? Updates the state as that request would."""
+        if not self.started or t - self.last > self.ttl:
+            self.started, self.ready, self.last = True, t + ttft, max(self.last, t)
+            return False
+        self.last = max(self.last, t)
+        if t < self.ready:  # written but the writer's response has not begun: this one writes too
+            self.ready = min(self.ready, t + ttft)
+            return False
+        return True
+
+    def gap_class(self, t: float) -> str:
+        if not self.started:
+            return "first"
+        gap = t - self.last
+        if gap <= TTL_5M:
+            return "le_5m"
+        return "le_1h" if gap <= TTL_1H else "gt_1h"
+
+
+class CacheFamily:
+    """Cache bookkeeping for one family while streaming: previous request, causes, counterfactual deltas."""
+
+    def __init__(self) -> None:
+        self.prev: Shape | None = None
+        self.prev_request: Mapping[str, Any] | None = None
+        self.prev_line = 0
+        self.prev_file = ""
+        self.prev_skeleton: str | None = None
+        self.memo: dict[tuple[Any, ...], PairDiagnosis | None] = {}
+        self.renders = 0
+        self.causes: dict[str, CauseStats] = {}
+        self.deltas: dict[tuple[str, str], CostAcc] = {}  # (cause | "ttl" | "unexplained", slice) -> token moves
+        self.affected: dict[str, CostAcc] = {}  # bucket -> the requests it moves tokens of
+        self.examples: dict[str, tuple[tuple[int, int], tuple[str, str]]] = {}  # bucket -> consecutive lines
+        self.unclassified = 0
+        self.unclassified_example: CauseStats | None = None
+        self.requests = 0
+        self.bp_requests = 0
+        self.bp_1h = 0
+        self.zero_counter_bp = 0
+        self.gaps = {"first": 0, "le_5m": 0, "le_1h": 0, "gt_1h": 0}
+        self.concurrent = 0
+        self.prefix_tokens = 0  # sum of the estimated stable prefix (for the mean)
+        self.below_min = 0
+        self.misplaced_bp = 0
+        self.cal_bytes = 0
+        self.cal_tokens = 0
+        self.cal_n = 0
+        self.rendered_once = False
+        self.bp_path: str | None = None
+        self.bp_tokens: int | None = None
+        self.suggested_path: str | None = None
+        self.min_tokens = 0
+        self.track5 = _Track(TTL_5M)
+        self.track1h = _Track(TTL_1H)
+
+    # one request -------------------------------------------------------------------------------------------
+
+    def observe(
+        self, request: Mapping[str, Any], shape: Shape, counts: tuple[int, int, int, int, int], key: PriceKey,
+        slice_name: str, started: float, ttft: float, line: int, file: str, min_tokens: int,
+    ) -> None:
+        inp, w5, w1, cr, out = counts
+        prompt_tokens = inp + w5 + w1 + cr
+        self.requests += 1
+        self.min_tokens = min_tokens
+        if shape.ttl:
+            self.bp_requests += 1
+            if shape.ttl == TTL_1H:
+                self.bp_1h += 1
+            if cr == 0 and w5 == 0 and w1 == 0:
+                self.zero_counter_bp += 1
+        if self.cal_n < _CALIBRATION_REQUESTS and prompt_tokens:
+            messages = request.get("messages")
+            self.cal_bytes += shape.prefix_bytes + (len(_dumps(messages)) if messages else 0)
+            self.cal_tokens += prompt_tokens
+            self.cal_n += 1
+        if not self.rendered_once:
+            self._first_render(request, prompt_tokens)
+        stable = min(prompt_tokens, int(shape.prefix_bytes * self.cal_tokens / self.cal_bytes)) if self.cal_bytes else 0
+        self.prefix_tokens += stable
+
+        diag: PairDiagnosis | None = None
+        prev = self.prev
+        if prev is not None and (
+            prev.h_tools != shape.h_tools or prev.h_system != shape.h_system or prev.model != shape.model
+            or prev.h_mods != shape.h_mods or prev.images != shape.images
+            or (prev.h_first is not None and shape.h_first is not None and prev.h_first != shape.h_first)
+        ):
+            diag = self._pair(request, shape)
+            if diag is not None and (diag.in_last_message or (
+                diag.cause == "image_added" and (prev.h_first is None or prev.h_first != shape.h_first)
+            )):
+                diag = None  # the new input, or an image where no message history is cached: not a cache problem
+
+        gap = self.track5.gap_class(started)
+        read5 = self.track5.readable(started, ttft)
+        read1h = self.track1h.readable(started, ttft)
+        if not read5 and gap == "le_5m":
+            self.concurrent += 1
+        self.gaps[gap] += 1
+
+        unclassified = False
+        if diag is not None:
+            if diag.cause is None:
+                unclassified = True
+                self._unclassified(diag, line, file)
+            else:
+                self.record_cause(diag, key, counts, line, file)
+        if stable < min_tokens:
+            self.below_min += 1
+            self._remember(request, shape, line, file)
+            return
+        if unclassified:  # a real difference we cannot name (another user's system prompt...): no counterfactual
+            self._remember(request, shape, line, file)
+            return
+
+        if cr >= stable:  # the whole stable prefix was read: nothing to move under either TTL
+            self._remember(request, shape, line, file)
+            return
+        current_1h = shape.ttl == TTL_1H
+        read_now = read1h if current_1h else read5
+        delta_now = _target_delta(counts, stable, read_now, "1h" if current_1h else "5m")
+        other = _target_delta(counts, stable, read5 if current_1h else read1h, "5m" if current_1h else "1h")
+        if not shape.ttl:
+            bucket = "no_breakpoint"
+        elif diag is not None and diag.cause is not None:
+            bucket = diag.cause
+        elif shape.bp_level in ("top", "messages") or (shape.bp_level == "tools" and shape.h_system != _EMPTY_HASH):
+            bucket = "no_breakpoint"  # the breakpoint is not at the end of the stable prefix
+        else:
+            bucket = "unexplained"
+        if delta_now is not None:
+            self._delta(bucket, slice_name).add(key, 0, *delta_now)
+            self._affected(bucket, key, counts, line, file, example=read_now)
+            if bucket == "no_breakpoint" and shape.ttl:
+                self.misplaced_bp += 1
+        ttl_delta = _minus(other, delta_now)
+        if ttl_delta is not None:
+            self._delta("ttl", slice_name).add(key, 0, *ttl_delta)
+            self._affected("ttl", key, counts, line, file, example=gap == ("le_1h" if not current_1h else "le_5m"))
+        self._remember(request, shape, line, file)
+
+    def _affected(self, bucket: str, key: PriceKey, counts: tuple[int, ...], line: int, file: str,
+                  example: bool) -> None:
+        acc = self.affected.get(bucket)
+        if acc is None:
+            acc = self.affected[bucket] = CostAcc()
+        acc.add(key, 1, *counts)
+        if example and bucket not in self.examples and self.prev is not None:
+            self.examples[bucket] = ((self.prev_line, line), (self.prev_file, file))
+
+    def _remember(self, request: Mapping[str, Any], shape: Shape, line: int, file: str) -> None:
+        self.prev, self.prev_request, self.prev_line, self.prev_file = shape, request, line, file
+
+    def _delta(self, bucket: str, slice_name: str) -> CostAcc:
+        acc = self.deltas.get((bucket, slice_name))
+        if acc is None:
+            acc = self.deltas[(bucket, slice_name)] = CostAcc()
+        return acc
+
+    def _first_render(self, request: Mapping[str, Any], prompt_tokens: int) -> None:
+        self.rendered_once = True
+        try:
+            rendered = prompts.render(request)
+        except Exception:  # a request the renderer cannot lay out is still priced; it just gets no advice
+            return
+        self.suggested_path = suggest_breakpoint(rendered)
+        bps = prompts.breakpoints(rendered)
+        if bps:
+            scale = prompt_tokens / rendered.total_tokens if rendered.total_tokens and prompt_tokens else 1.0
+            last = bps[-1]
+            self.bp_path, self.bp_tokens = last.path, int(last.tokens * scale)
+
+    def _pair(self, request: Mapping[str, Any], shape: Shape) -> PairDiagnosis | None:
+        """Diagnose (prev, request), rendering only for a kind of change not seen before in this family."""
+        prev, prev_request = self.prev, self.prev_request
+        assert prev is not None and prev_request is not None
+        signature = self._signature(prev, prev_request, shape, request)
+        if signature in self.memo:
+            return self.memo[signature]
+        if self.renders >= _MAX_RENDERS_PER_FAMILY:
+            return None
+        self.renders += 1
+        try:
+            diag = diagnose(prev_request, request)
+        except Exception:  # noqa: BLE001 - a request the renderer cannot lay out has no diagnosis
+            diag = None
+        self.memo[signature] = diag
+        return diag
+
+    def _signature(self, prev: Shape, prev_request: Mapping[str, Any], shape: Shape,
+                   request: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A cheap description of how two requests differ; equal signatures get the same diagnosis."""
+        if prev.model != shape.model:
+            return ("model",)
+        tools_kind = None
+        if prev.h_tools != shape.h_tools:
+            na, nb = _tool_names(prev_request), _tool_names(request)
+            if sorted(na) != sorted(nb):
+                tools_kind = "set"
+            elif na != nb:
+                tools_kind = "order"
+            elif prev_request.get("tools") == request.get("tools"):
+                tools_kind = "keys"
+            else:
+                tools_kind = ("content", _volatile_at(_dumps(prev_request.get("tools")).decode(),
+                                                      _dumps(request.get("tools")).decode()))
+        system_kind = None
+        if prev.h_system != shape.h_system and tools_kind is None:
+            if prev_request.get("system") == request.get("system"):
+                system_kind = "keys"
+            else:
+                system_kind = ("content", _volatile_at(system_text(prev_request), system_text(request)))
+        first_kind = None
+        if tools_kind is None and system_kind is None and prev.h_first != shape.h_first:
+            ma = (prev_request.get("messages") or [None])[0]
+            mb = (request.get("messages") or [None])[0]
+            first_kind = ("first", ma == mb, _volatile_at(_dumps(ma).decode(), _dumps(mb).decode()))
+        return (tools_kind, system_kind, first_kind, prev.h_mods != shape.h_mods, prev.images != shape.images)
+
+    def _unclassified(self, diag: PairDiagnosis, line: int, file: str) -> None:
+        self.unclassified += 1
+        if self.unclassified_example is None:
+            self.unclassified_example = CauseStats(
+                lines=(self.prev_line, line), files=(self.prev_file, file), block_path=diag.block_path,
+                offset=diag.offset, invalidated_from=diag.invalidated_from, example=diag.example,
+            )
+
+    def record_cause(self, diag: PairDiagnosis, key: PriceKey, counts: tuple[int, ...], line: int, file: str) -> None:
+        stats = self.causes.get(diag.cause or "")
+        if stats is None:
+            stats = self.causes[diag.cause or ""] = CauseStats(
+                lines=(self.prev_line, line), files=(self.prev_file, file), block_path=diag.block_path,
+                offset=diag.offset, invalidated_from=diag.invalidated_from, example=diag.example, fix=diag.fix(),
+            )
+        stats.requests += 1
+        stats.cost.add(key, 1, *counts)
+
+    # merging partial results (one per worker) ------------------------------------------------------------
+
+    def merge(self, other: CacheFamily) -> None:
+        for name, stats in other.causes.items():
+            if name in self.causes:
+                self.causes[name].merge(stats)
+            else:
+                self.causes[name] = stats
+        for k, acc in other.deltas.items():
+            self._delta(*k).merge(acc)
+        for k, acc in other.affected.items():
+            self.affected.setdefault(k, CostAcc()).merge(acc)
+        for k, ex in other.examples.items():
+            self.examples.setdefault(k, ex)
+        self.unclassified += other.unclassified
+        self.unclassified_example = self.unclassified_example or other.unclassified_example
+        for name in ("requests", "bp_requests", "bp_1h", "zero_counter_bp", "concurrent", "prefix_tokens",
+                     "below_min", "misplaced_bp"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for k, v in other.gaps.items():
+            self.gaps[k] += v
+        if not self.cal_bytes:
+            self.cal_bytes, self.cal_tokens = other.cal_bytes, other.cal_tokens
+        self.bp_path = self.bp_path or other.bp_path
+        self.bp_tokens = self.bp_tokens if self.bp_tokens is not None else other.bp_tokens
+        self.suggested_path = self.suggested_path or other.suggested_path
+        self.min_tokens = self.min_tokens or other.min_tokens
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["prev_request"] = None  # the next worker starts its own chain; do not ship whole requests
+        state["memo"] = {}
+        return state
+
+    @property
+    def mean_prefix_tokens(self) -> float:
+        return self.prefix_tokens / self.requests if self.requests else 0.0
+
+
+def _volatile_at(a: str, b: str) -> bool:
+    """Whether two texts differ only by volatile values around their first difference (a cheap signature)."""
+    i = prompts._common_prefix(a, b)
+    start = max(0, i - 60)
+    wa, wb = a[start:i + 60].split()[:-1], b[start:i + 60].split()[:-1]
+    return skeleton(" ".join(wa)) == skeleton(" ".join(wb))
+
+
+def _target_delta(counts: tuple[int, int, int, int, int], stable: int, readable: bool, ttl: str
+                  ) -> tuple[int, int, int, int, int] | None:
+    """Token moves that turn this request's billing into the counterfactual for its `stable`-token prefix.
+
+    Readable: the prefix's tokens not already read become reads (taken from writes first, then input).
+    Not readable: the prefix is written at `ttl` (input and other-TTL writes of it become `ttl` writes).
+    Returns (Δinput, Δ5m, Δ1h, Δread, Δoutput) or None when nothing moves.
+    """
+    inp, w5, w1, cr, _ = counts
+    if readable:
+        need = stable - cr
+        if need <= 0:
+            return None
+        m5 = min(w5, need)
+        m1 = min(w1, need - m5)
+        mi = min(inp, need - m5 - m1)
+        if not (m5 or m1 or mi):
+            return None
+        return (-mi, -m5, -m1, m5 + m1 + mi, 0)
+    unread = stable - cr
+    if unread <= 0:
+        return None
+    if ttl == "5m":
+        from_other = min(w1, unread)
+        from_input = min(inp, unread - from_other - min(w5, unread - from_other))
+        if not (from_other or from_input):
+            return None
+        return (-from_input, from_other + from_input, -from_other, 0, 0)
+    from_other = min(w5, unread)
+    from_input = min(inp, unread - from_other - min(w1, unread - from_other))
+    if not (from_other or from_input):
+        return None
+    return (-from_input, -from_other, from_other + from_input, 0, 0)
+
+
+def _minus(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if a is None and b is None:
+        return None
+    a = a or (0, 0, 0, 0, 0)
+    b = b or (0, 0, 0, 0, 0)
+    diff = tuple(x - y for x, y in zip(a, b))
+    return diff if any(diff) else None

@@ -1,0 +1,74 @@
+"""`parity serve`: run the Anthropic-compatible gateway (routes proven tasks, falls back instantly, records all)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import typer
+
+from parity.cli.app import app, console
+from parity.gateway.upstream import DEFAULT_UPSTREAM
+
+
+@app.command("serve")
+def serve(
+    upstream: str = typer.Option(
+        DEFAULT_UPSTREAM, help="Where requests go: the real API (default), another http(s) base URL, or 'emulator' "
+        "(the local emulator in-process, simulated models).",
+    ),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
+    policy: Optional[str] = typer.Option(None, help="Policy file written by `parity prove` (re-read when it changes)."),
+    ledger: Optional[str] = typer.Option(
+        None, help="Ledger: a SQLite file path (WAL mode) or a SQLAlchemy URL such as postgresql://..."
+    ),
+    keys: Optional[str] = typer.Option(
+        None, help="Gateway keys file (`parity keys create`); without it any client key is accepted."
+    ),
+    redact: bool = typer.Option(False, "--redact/--no-redact", help="Mask prompt and answer text in the ledger."),
+    public_url: Optional[str] = typer.Option(
+        None, help="The URL clients use to reach the gateway (for batch results_url); default: from the Host header."
+    ),
+    stall_timeout: float = typer.Option(20.0, help="Seconds of silence from a routed stream before falling back."),
+    candidate_timeout: float = typer.Option(120.0, help="Seconds a routed non-streaming answer may take before falling back."),
+    read_timeout: float = typer.Option(600.0, help="Seconds to wait for upstream bytes on other requests."),
+    max_retries: int = typer.Option(2, help="Retries of a failed upstream call (429, 5xx, 529, timeouts)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Serve the gateway at http://HOST:PORT; clients change only their base_url."""
+    import uvicorn
+
+    from parity.gateway.app import create_gateway
+    from parity.gateway.config import GatewayConfig
+    from parity.gateway.retry import RetryPolicy
+
+    config = GatewayConfig(
+        upstream=upstream, policy_path=policy, ledger_url=ledger, keys_path=keys, redact=redact,
+        public_base_url=public_url, stall_timeout_s=stall_timeout, candidate_timeout_s=candidate_timeout,
+        read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries),
+    )
+    if config.uses_emulator:
+        from parity.cli.emulate import _HideCutConnections, make_brain
+        from parity.emulator.service import Emulator
+
+        config.emulator = Emulator(brain=make_brain("simulated", 0))
+        logging.getLogger("uvicorn.error").addFilter(_HideCutConnections())
+    gateway_app = create_gateway(config)
+    base_url = f"http://{host}:{port}"
+    where = "the in-process emulator (simulated models, not Claude)" if config.uses_emulator else upstream
+    console.print(f"[bold]Parity gateway[/] on [cyan]{base_url}[/] → {where}")
+    tasks = gateway_app.state.gateway.tasks.policy.tasks
+    if tasks:
+        for name, task in sorted(tasks.items()):
+            target = f" → {task.candidate_model}" if task.mode != "observe" and task.candidate_model else ""
+            console.print(f"  task [bold]{name}[/]: {task.mode} ({task.baseline_model}{target})")
+    else:
+        console.print("  no policy: every request passes through and is recorded")
+    console.print(f"  ledger: {ledger or 'off'}   keys: {keys or 'any client key accepted'}   metrics: {base_url}/metrics")
+    console.print(f"Point clients at it: export ANTHROPIC_BASE_URL={base_url}")
+    if not config.uses_emulator and not config.resolved_upstream_key():
+        console.print("  no upstream key set (PARITY_UPSTREAM_API_KEY): each client's own key is forwarded")
+    uvicorn.run(gateway_app, host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=int(os.environ.get("PARITY_SHUTDOWN_S", "10")))

@@ -1,0 +1,86 @@
+"""Everything `parity serve` is told, in one record; `create_gateway(config)` builds the app from it.
+
+The upstream is the real API (`https://api.anthropic.com`) unless told otherwise; `"emulator"` runs the local
+emulator in-process (no socket, no key). The upstream key comes from `upstream_key`, else the environment
+(`PARITY_UPSTREAM_API_KEY`, then `ANTHROPIC_API_KEY`). Without one, and without a keys file, each client's own
+credential is forwarded (a transparent proxy); with a keys file an upstream key is required, because gateway
+keys never leave the gateway.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from parity.errors import InputError
+from parity.gateway.retry import RetryPolicy
+from parity.gateway.upstream import DEFAULT_UPSTREAM
+
+UPSTREAM_KEY_ENV = ("PARITY_UPSTREAM_API_KEY", "ANTHROPIC_API_KEY")
+
+
+@dataclass
+class GatewayConfig:
+    """Settings of one gateway. Times are seconds.
+
+    `read_timeout_s`: the longest wait for upstream bytes (a whole non-streaming answer, or between stream
+    chunks). `stall_timeout_s`: the longest silence tolerated from a *routed* candidate's stream (or the whole
+    non-streaming candidate answer, `candidate_timeout_s`) before falling back to the baseline.
+    `emulator` / `transport`: an `Emulator` (for `upstream="emulator"`) or any httpx2 async transport (tests).
+    `policy`: a loaded `Policy` (else read from `policy_path`, re-read when the file changes).
+    """
+
+    upstream: str = DEFAULT_UPSTREAM
+    upstream_key: str | None = None
+    policy_path: str | None = None
+    policy: Any = None
+    ledger_url: str | None = None
+    keys_path: str | None = None
+    redact: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 600.0
+    stall_timeout_s: float = 20.0
+    candidate_timeout_s: float = 120.0
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    public_base_url: str | None = None
+    emulator: Any = None
+    transport: Any = None
+    shadow_seed: int | None = None
+    drift_options: dict[str, Any] = field(default_factory=dict)  # DriftMonitor keywords (via, batch_size, ...)
+    deferral_options: dict[str, Any] = field(default_factory=dict)  # DeferralQueue keywords (max_batch, ...)
+
+    @property
+    def uses_emulator(self) -> bool:
+        return self.upstream == "emulator"
+
+    def resolved_upstream_key(self) -> str | None:
+        """The key the gateway sends upstream (never a client's gateway key)."""
+        if self.upstream_key:
+            return self.upstream_key
+        if self.uses_emulator:
+            from parity.emulator.service import DEFAULT_API_KEY
+
+            return DEFAULT_API_KEY
+        for name in UPSTREAM_KEY_ENV:
+            value = os.environ.get(name)
+            if value:
+                return value
+        return None
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, saying what to change."""
+        if not self.uses_emulator and not self.upstream.startswith(("http://", "https://")):
+            raise InputError(f"must be an http(s) URL or 'emulator', got {self.upstream!r}", field="--upstream")
+        if self.keys_path and not self.resolved_upstream_key():
+            raise InputError(
+                "a keys file is configured, so the gateway needs its own upstream key: set PARITY_UPSTREAM_API_KEY "
+                "(or ANTHROPIC_API_KEY) in the gateway's environment",
+                field="--keys",
+            )
+        for name in ("connect_timeout_s", "read_timeout_s", "stall_timeout_s", "candidate_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"must be > 0, got {getattr(self, name)}", field=name)

@@ -1,0 +1,222 @@
+"""What happened to each request, recorded off the request path: Exchange, exact cost, metrics, key spend, span.
+
+The request path only builds a `Record` (references to bytes and dicts it already has) and puts it on a queue.
+One background thread does the rest: rebuilds a relayed stream into its Message, prices the usage exactly
+(`parity.pricing.cost`), updates the Prometheus counters and the key's spend, emits the OTel span when
+`parity.gateway.otel` is present, redacts prompts when asked, and hands the Exchange to the `LedgerWriter` (which
+has its own writer thread). A failure here is logged and counted, never raised into a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from parity import pricing
+from parity.exchange import Exchange
+from parity.gateway.keys import KeyLimits
+from parity.gateway.metrics import GatewayMetrics
+from parity.gateway.streaming import StreamOutcome, parse_outcome
+from parity.ledger.writer import LedgerEntry, LedgerWriter
+
+log = logging.getLogger("parity.gateway")
+
+_STOP = object()
+
+
+@dataclass
+class Record:
+    """One upstream exchange as the request path saw it (see the module docstring).
+
+    `counted`: whether it is a client request for the request/latency metrics (a discarded candidate attempt
+    or a shadow call is recorded and priced, but is not a request the client made)."""
+
+    endpoint: str
+    request: dict[str, Any]
+    started_at: datetime
+    duration_s: float
+    route: str
+    status: int
+    task: str | None = None
+    task_label: str = ""
+    reason: str | None = None
+    message: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    stream: StreamOutcome | None = None
+    key_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    counted: bool = True
+    ledger: bool = True
+    batch: bool = False
+
+
+def outcome_of(status: int, error: dict[str, Any] | None, gateway_error: bool = False) -> str:
+    if gateway_error:
+        return "gateway_error"
+    if status >= 500 or (status < 400 and error is not None):
+        return "upstream_error"
+    if status >= 400:
+        return "client_error"
+    return "ok"
+
+
+class Recorder:
+    """The background half of the gateway's bookkeeping (see the module docstring)."""
+
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        limits: KeyLimits,
+        *,
+        ledger: LedgerWriter | None = None,
+        redact: bool = False,
+        scrub: Callable[[str], str] = lambda s: s,
+        span_hook: Callable[[Exchange, Any], None] | None = None,
+    ):
+        self.metrics = metrics
+        self.limits = limits
+        self.ledger = ledger
+        self.redact = redact
+        self.scrub = scrub
+        self.span_hook = span_hook
+        self.failed = 0
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="parity-gateway-recorder", daemon=True)
+        self._thread.start()
+
+    def record(self, record: Record) -> None:
+        """Queue one record; returns at once."""
+        self._queue.put_nowait(record)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record queued so far is processed and written to the ledger (tests, shutdown)."""
+        self._queue.join()
+        return self.ledger.flush(timeout) if self.ledger is not None else True
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+        if self.ledger is not None:
+            self.ledger.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                self._process(item)
+            except Exception:  # bookkeeping must never take the gateway down
+                self.failed += 1
+                log.exception("gateway recorder failed on one record")
+            finally:
+                self._queue.task_done()
+
+    def _process(self, rec: Record) -> None:
+        message, error = rec.message, rec.error
+        if rec.stream is not None:
+            message, stream_error = parse_outcome(rec.stream)
+            error = error or stream_error
+        reason = rec.reason
+        cost: pricing.CostBreakdown | None = None
+        usage = message.get("usage") if isinstance(message, dict) else None
+        if isinstance(usage, dict) and isinstance(message.get("model"), str):
+            try:
+                cost = pricing.cost(message["model"], usage, batch=rec.batch)
+            except Exception as exc:  # an unknown model or odd usage: recorded unpriced, and said so
+                note = f"not priced: {exc}"
+                reason = f"{reason}; {note}" if reason else note
+        total = cost.total if cost is not None else None
+        if rec.counted:
+            self.metrics.request(rec.endpoint, rec.route, rec.task_label, outcome_of(rec.status, error), rec.duration_s)
+        if total is not None:
+            self.metrics.spend(rec.task_label, rec.route, message.get("model", ""), total)
+            if rec.key_id is not None:
+                self.limits.charge(rec.key_id, total)
+        if not rec.ledger:
+            return
+        if error is not None:
+            error = json.loads(self.scrub(json.dumps(error)))
+        tags = dict(rec.tags)
+        if rec.task:
+            tags["task"] = rec.task
+        exchange = Exchange(
+            request=redact_request(rec.request) if self.redact else rec.request,
+            response=redact_message(message) if self.redact and message is not None else message,
+            error=error,
+            started_at=rec.started_at,
+            duration_ms=int(rec.duration_s * 1000),
+            tags=tags,
+            route=rec.route,
+            batch=rec.batch,
+        )
+        if self.span_hook is not None:
+            try:
+                self.span_hook(exchange, cost)
+            except Exception:
+                log.exception("OTel span hook failed")
+        if self.ledger is not None:
+            self.ledger.write(
+                LedgerEntry(exchange, cost_usd=total, reason=reason, key_id=rec.key_id, status_code=rec.status)
+            )
+
+
+# ---- redaction -------------------------------------------------------------------------------------------------
+
+
+def _mask(text: str) -> str:
+    """A stand-in that keeps equality and size visible (the audit can still see two prompts are the same)."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"[redacted sha256:{digest} chars:{len(text)}]"
+
+
+def _redact_blocks(content: Any) -> Any:
+    if isinstance(content, str):
+        return _mask(content)
+    if not isinstance(content, list):
+        return content
+    out = []
+    for block in content:
+        if not isinstance(block, dict):
+            out.append(block)
+            continue
+        block = dict(block)
+        for key in ("text", "thinking"):
+            if isinstance(block.get(key), str):
+                block[key] = _mask(block[key])
+        if "input" in block and block.get("type") in ("tool_use", "server_tool_use"):
+            block["input"] = {"redacted": _mask(json.dumps(block["input"], sort_keys=True))}
+        if "content" in block:
+            block["content"] = _redact_blocks(block["content"])
+        if block.get("type") in ("image", "document") and isinstance(block.get("source"), dict):
+            source = dict(block["source"])
+            if isinstance(source.get("data"), str):
+                source["data"] = _mask(source["data"])
+            block["source"] = source
+        out.append(block)
+    return out
+
+
+def redact_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The request with every prompt text masked (system, messages, demos); structure, model and settings kept."""
+    out = dict(request)
+    if "system" in out:
+        out["system"] = _redact_blocks(out["system"])
+    if isinstance(out.get("messages"), list):
+        out["messages"] = [
+            {**m, "content": _redact_blocks(m.get("content"))} if isinstance(m, dict) else m for m in out["messages"]
+        ]
+    return out
+
+
+def redact_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The answer with its text and tool inputs masked; usage, model and stop reason kept (cost stays exact)."""
+    return {**message, "content": _redact_blocks(message.get("content"))}
+

@@ -1,0 +1,338 @@
+"""The one place a proof sends model calls: Message Batches by default, a budget that is never exceeded, and a
+run directory that makes every call paid for once.
+
+Why batches: nobody waits on a proof's candidate generations and judge calls, so they go through the Message
+Batches API at half price (reference claude-api.md, DESIGN lever 3); `sync=True` is for interactive runs.
+
+Why a budget guard that estimates first: a proof must never spend more than `--budget-usd`. Before a wave is
+sent its worst case (every input token priced as a cache write, `max_tokens` of output) is added to what was
+spent; if that would pass the limit nothing is sent and `BudgetExhausted` is raised (the runner then ends with
+"inconclusive"). The real charge, from the returned usage, is never above the estimate.
+
+Why a run directory: every result is appended to `calls.jsonl` keyed by the SHA-256 of the request body, and
+a submitted batch is written to `batches/` before it is polled. A run that crashed or was stopped with Ctrl-C
+resumes by reading both: finished calls are not sent again and a batch in flight is collected, not resubmitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from parity import pricing
+from parity.errors import ParityError
+
+MAX_BATCH_REQUESTS = 10_000
+POLL_START_S = 1.0
+POLL_MAX_S = 60.0
+INPUT_SAFETY = Decimal("1.25")
+"""Offline token counts are an approximation; the estimate pads them by a quarter before pricing."""
+MAX_ATTEMPTS = 3
+
+
+class BudgetExhausted(ParityError):
+    """The next wave of calls could cost more than what is left of the budget; nothing was sent."""
+
+
+def request_key(params: Mapping[str, Any]) -> str:
+    """SHA-256 of the request body in canonical JSON: the cache key and the batch custom_id (64 hex chars)."""
+    canonical = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Messages request and why it is made (baseline, candidate, judge, propose), for cost accounting."""
+
+    purpose: str
+    params: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return request_key(self.params)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What came back for one call, with its exact cost."""
+
+    key: str
+    purpose: str
+    model: str
+    text: str
+    stop_reason: str | None
+    usage: dict[str, Any]
+    cost: Decimal
+    batch: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "purpose": self.purpose, "model": self.model, "text": self.text,
+                "stop_reason": self.stop_reason, "usage": self.usage, "cost": str(self.cost), "batch": self.batch}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallResult:
+        return cls(data["key"], data["purpose"], data["model"], data["text"], data.get("stop_reason"),
+                   dict(data.get("usage") or {}), Decimal(data["cost"]), bool(data.get("batch")))
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """Text blocks joined; tool calls as JSON (a proof compares what the application would read)."""
+    parts = []
+    for block in message.get("content") or []:
+        if block.get("type") == "text":
+            parts.append(block.get("text") or "")
+        elif block.get("type") == "tool_use":
+            parts.append(json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True))
+    return "\n".join(parts)
+
+
+def estimate_cost(params: Mapping[str, Any], *, batch: bool, table: pricing.PriceTable | None = None) -> Decimal:
+    """An upper bound on one call's cost: padded input tokens priced as cache writes, plus max_tokens of output."""
+    from parity.emulator.tokenizer import count_request
+
+    tokens = int(Decimal(count_request(params)) * INPUT_SAFETY) + 1
+    usage = {
+        "input_tokens": 0,
+        "cache_creation_input_tokens": tokens,
+        "cache_creation": {"ephemeral_5m_input_tokens": tokens, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": int(params.get("max_tokens") or 0),
+    }
+    return pricing.cost(str(params["model"]), usage, batch=batch, table=table).total
+
+
+@dataclass
+class Spend:
+    """Money spent by a run, by purpose; the same whether results came from the network or the run's cache."""
+
+    limit: Decimal | None
+    total: Decimal = Decimal(0)
+    by_purpose: dict[str, Decimal] = field(default_factory=dict)
+    calls: int = 0
+
+    def add(self, result: CallResult, purpose: str) -> None:
+        self.total += result.cost
+        self.by_purpose[purpose] = self.by_purpose.get(purpose, Decimal(0)) + result.cost
+        self.calls += 1
+
+    @property
+    def left(self) -> Decimal | None:
+        return None if self.limit is None else self.limit - self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"limit": None if self.limit is None else str(self.limit), "spent": str(self.total),
+                "calls": self.calls, "by_purpose": {k: str(v) for k, v in sorted(self.by_purpose.items())}}
+
+
+Progress = Callable[[str, int, int], None]
+"""progress(message, done, total) while a wave is in flight."""
+
+
+class Caller:
+    """Sends waves of calls through one SDK client, from the run directory's cache where it can.
+
+    `client` is an `anthropic.Anthropic` (real or the emulator's in-process one). `sleep` is how polling waits
+    (tests pass a no-op). `network_calls` counts requests actually sent, so a resumed run can show it sent none.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        run_dir: str | Path,
+        *,
+        sync: bool = False,
+        budget_usd: Decimal | None = None,
+        table: pricing.PriceTable | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        progress: Progress | None = None,
+    ):
+        self.client = client
+        self.run_dir = Path(run_dir)
+        self.sync = sync
+        self.table = table
+        self.sleep = sleep
+        self.progress = progress
+        self.spend = Spend(None if budget_usd is None else Decimal(budget_usd))
+        self.network_calls = 0
+        self._charged: set[str] = set()
+        self._results: dict[str, CallResult] = {}
+        (self.run_dir / "batches").mkdir(parents=True, exist_ok=True)
+        self._log = self.run_dir / "calls.jsonl"
+        if self._log.exists():
+            for line in self._log.read_text(encoding="utf-8").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    result = CallResult.from_dict(json.loads(line))
+                except (json.JSONDecodeError, KeyError):
+                    continue  # a line cut by a crash mid-write: that call is simply made again
+                self._results[result.key] = result
+
+    # ---- the one entry point ----------------------------------------------------------------------------------
+
+    def run(self, calls: Sequence[Call]) -> list[CallResult]:
+        """Results for `calls`, in order: cached ones from the run directory, the rest sent (batch or sync).
+
+        Raises BudgetExhausted, before sending anything, when the wave's worst case would pass the budget.
+        """
+        self._collect_pending()
+        keys = [c.key for c in calls]
+        todo: dict[str, Call] = {}
+        for call, key in zip(calls, keys):
+            if key not in self._results and key not in todo:
+                todo[key] = call
+        if todo:
+            self._guard(list(todo.values()), keys)
+            if self.sync:
+                self._send_sync(todo)
+            else:
+                self._send_batches(todo)
+        out = []
+        for call, key in zip(calls, keys):
+            result = self._results[key]
+            if key not in self._charged:
+                self._charged.add(key)
+                self.spend.add(result, call.purpose)
+            out.append(result)
+        return out
+
+    def one(self, call: Call) -> CallResult:
+        return self.run([call])[0]
+
+    def estimate(self, calls: Sequence[Call]) -> Decimal:
+        """Worst-case cost of the calls not yet paid for in this run."""
+        seen: set[str] = set()
+        total = Decimal(0)
+        for call in calls:
+            key = call.key
+            if key in seen or key in self._charged:
+                continue
+            seen.add(key)
+            if key in self._results:
+                total += self._results[key].cost  # already known exactly
+            else:
+                total += estimate_cost(call.params, batch=not self.sync, table=self.table)
+        return total
+
+    # ---- budget -------------------------------------------------------------------------------------------------
+
+    def _guard(self, todo: list[Call], keys: list[str]) -> None:
+        if self.spend.limit is None:
+            return
+        cached_new = sum((self._results[k].cost for k in set(keys) if k in self._results and k not in self._charged),
+                         Decimal(0))
+        worst = sum((estimate_cost(c.params, batch=not self.sync, table=self.table) for c in todo), Decimal(0))
+        if self.spend.total + cached_new + worst > self.spend.limit:
+            raise BudgetExhausted(
+                f"the next {len(todo)} calls could cost up to ${worst:.4f}; ${self.spend.total:.4f} of the "
+                f"${self.spend.limit} budget is spent. Stopping before spending more (raise --budget-usd to go on; "
+                "the run directory keeps everything paid for so far)"
+            )
+
+    # ---- sending ------------------------------------------------------------------------------------------------
+
+    def _store(self, results: Sequence[CallResult]) -> None:
+        """Append results to the run's log and sync once: after this they survive a crash."""
+        if not results:
+            return
+        with self._log.open("a", encoding="utf-8") as handle:
+            for result in results:
+                handle.write(json.dumps(result.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        for result in results:
+            self._results[result.key] = result
+
+    def _result(self, key: str, purpose: str, message: Mapping[str, Any], batch: bool) -> CallResult:
+        usage = {k: v for k, v in dict(message.get("usage") or {}).items() if v is not None}
+        model = str(message.get("model"))
+        cost = pricing.cost(model, usage, batch=batch, table=self.table).total
+        return CallResult(key, purpose, model, message_text(message), message.get("stop_reason"), usage, cost, batch)
+
+    def _send_sync(self, todo: dict[str, Call]) -> None:
+        total = len(todo)
+        for done, (key, call) in enumerate(todo.items()):
+            self.network_calls += 1
+            message = self.client.messages.create(**call.params)
+            self._store([self._result(key, call.purpose, _as_dict(message), batch=False)])
+            if self.progress:
+                self.progress(f"{call.purpose} calls", done + 1, total)
+
+    def _send_batches(self, todo: dict[str, Call]) -> None:
+        items = list(todo.items())
+        for attempt in range(MAX_ATTEMPTS):
+            for start in range(0, len(items), MAX_BATCH_REQUESTS):
+                chunk = items[start : start + MAX_BATCH_REQUESTS]
+                self.network_calls += len(chunk)
+                batch = self.client.messages.batches.create(
+                    requests=[{"custom_id": key, "params": call.params} for key, call in chunk]
+                )
+                pending = {"id": batch.id, "purposes": {key: call.purpose for key, call in chunk}}
+                self._pending_path(batch.id).write_text(json.dumps(pending), encoding="utf-8")
+                self._collect(pending)
+            items = [(k, c) for k, c in items if k not in self._results]
+            if not items:
+                return
+        raise ParityError(f"{len(items)} batch requests failed {MAX_ATTEMPTS} times (errored, expired or canceled); "
+                          "see the batch results, then rerun with the same --run-dir to resume")
+
+    def _pending_path(self, batch_id: str) -> Path:
+        return self.run_dir / "batches" / f"{batch_id}.json"
+
+    def _collect_pending(self) -> None:
+        """Batches submitted by an interrupted run: wait for them and keep their results."""
+        for path in sorted((self.run_dir / "batches").glob("*.json")):
+            try:
+                pending = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                path.unlink()
+                continue
+            self._collect(pending)
+
+    def _collect(self, pending: Mapping[str, Any]) -> None:
+        batch_id = pending["id"]
+        purposes: Mapping[str, str] = pending["purposes"]
+        wait = POLL_START_S
+        while True:
+            batch = self.client.messages.batches.retrieve(batch_id)
+            counts = batch.request_counts
+            if self.progress:
+                finished = len(purposes) - int(getattr(counts, "processing", 0) or 0)
+                self.progress(f"batch {batch_id}: {batch.processing_status}", finished, len(purposes))
+            if batch.processing_status == "ended":
+                break
+            self.sleep(wait)
+            wait = min(POLL_MAX_S, wait * 2)
+        fresh: list[CallResult] = []
+        for entry in self.client.messages.batches.results(batch_id):
+            key = entry.custom_id
+            result = entry.result
+            if result.type == "succeeded" and key not in self._results:
+                fresh.append(self._result(key, purposes.get(key, "unknown"), _as_dict(result.message), batch=True))
+            elif result.type == "errored":
+                error = _as_dict(result.error)
+                inner = error.get("error") or error
+                if inner.get("type") == "invalid_request_error":
+                    self._pending_path(batch_id).unlink(missing_ok=True)
+                    raise ParityError(f"the API rejected a {purposes.get(key, '')} request in batch {batch_id}: "
+                                      f"{inner.get('message')}; this is a bug in the request, not a transient error")
+        self._store(fresh)
+        self._pending_path(batch_id).unlink(missing_ok=True)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json")
+    raise ParityError(f"unexpected SDK object {type(value).__name__}; expected a Message")
+
+
+__all__ = ["BudgetExhausted", "Call", "CallResult", "Caller", "Spend", "estimate_cost", "message_text", "request_key"]

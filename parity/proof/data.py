@@ -1,0 +1,411 @@
+"""A task's prompts for a proof: where they come from, how they are split, and the seal on the test split.
+
+Why splits by group and never by row (reference proof-science §3.6): prompts from one template, customer or
+conversation look alike, so a row split leaks near-copies of test prompts into the demonstrations and the
+validation set, and the test then measures memory instead of quality. Time splits serve drifting traffic.
+
+The test split is sealed: `Splits.test` is a `SealedSplit`, not a list. The optimiser is handed only
+`Splits.train` and `Splits.validation`; the runner breaks the seal (`unseal`) only after the prompt is frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from parity.errors import InputError, ParityError
+from parity.exchange import Exchange, Rejected, read_jsonl
+
+Kind = Literal["label", "number", "json", "text"]
+SplitBy = Literal["group", "time"]
+DEFAULT_FRACTIONS = (0.2, 0.3, 0.5)
+"""train / validation / test (reference §3.6: about 20% / 30% / the rest)."""
+MAX_LABELS = 30
+MAX_LABEL_CHARS = 40
+
+
+@dataclass(frozen=True)
+class ProofItem:
+    """One prompt of the task: the request as the team sends it, and what is known about its answer.
+
+    `baseline_output` is the baseline's logged answer (None until logged or called); `gold` a known right
+    answer (label, number or JSON object) where the data has one; `reference` the gold written as an answer
+    (for reference-guided judging); `stratum` the slice it is reported in.
+    """
+
+    id: str
+    group: str
+    request: dict[str, Any]
+    baseline_output: str | None = None
+    gold: Any = None
+    reference: str | None = None
+    stratum: str = "all"
+    started_at: datetime | None = None
+    baseline_usage: dict[str, Any] | None = None
+
+    @property
+    def input_text(self) -> str:
+        """The final user turn's text: what a demonstration's `input` holds for this item."""
+        return last_user_text(self.request)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Every prompt of one task, with where they came from (recorded in the certificate)."""
+
+    task: str
+    items: tuple[ProofItem, ...]
+    source: str
+    simulated: bool = False
+    rejected: tuple[str, ...] = ()
+
+    def with_items(self, items: Iterable[ProofItem]) -> TaskData:
+        return replace(self, items=tuple(items))
+
+
+def last_user_text(request: Mapping[str, Any]) -> str:
+    """Text of the last user turn of a Messages request (its text blocks joined)."""
+    for message in reversed(request.get("messages") or []):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return "\n".join(
+                str(b.get("text", "")) for b in content or [] if isinstance(b, Mapping) and b.get("type") == "text"
+            )
+    return ""
+
+
+def output_text(message: Mapping[str, Any] | None) -> str | None:
+    """The text a Message answered (text blocks joined; tool calls as JSON); None for no message."""
+    if not message:
+        return None
+    parts = []
+    for block in message.get("content") or []:
+        if not isinstance(block, Mapping):
+            continue
+        if block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            parts.append(json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True))
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _group_of(ex: Exchange) -> str:
+    for key in ("conversation", "customer", "group", "user"):
+        if ex.tags.get(key):
+            return f"{key}:{ex.tags[key]}"
+    user = (ex.request.get("metadata") or {}).get("user_id")
+    if user:
+        return f"user:{user}"
+    from parity.audit.families import fingerprint
+
+    return f"template:{fingerprint(ex.request)}"
+
+
+def _gold_of(tags: Mapping[str, str]) -> Any:
+    raw = tags.get("gold")
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def items_from_exchanges(
+    rows: Iterable[tuple[int, Exchange | Rejected]], *, task: str | None, source: str
+) -> TaskData:
+    """Proof items from logged exchanges of one task (tag `task`, or every row when task is None).
+
+    The logged response is the baseline's output. Rows that failed (an error, no response) are skipped and
+    counted in `rejected`; a file with no usable row is an InputError.
+    """
+    items: list[ProofItem] = []
+    rejected: list[str] = []
+    for line, row in rows:
+        if isinstance(row, Rejected):
+            rejected.append(f"{row.file}:{row.line}: {row.reason}")
+            continue
+        if task is not None and row.task not in (None, task):
+            continue  # another task's row; untagged rows are kept (a file of one task may leave the tag off)
+        if row.response is None or row.error is not None:
+            rejected.append(f"{source}:{line}: no successful response to use as the baseline's output")
+            continue
+        items.append(ProofItem(
+            id=row.tags.get("id") or f"row-{line}",
+            group=_group_of(row),
+            request=row.request,
+            baseline_output=output_text(row.response),
+            gold=_gold_of(row.tags),
+            reference=row.tags.get("reference"),
+            stratum=row.tags.get("stratum") or "all",
+            started_at=row.started_at,
+            baseline_usage=row.usage,
+        ))
+    if not items:
+        raise InputError(f"no usable exchanges{f' for task {task!r}' if task else ''}; check the task name and "
+                         "that the rows have responses", file=source)
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise InputError("item ids repeat; give each row a unique `id` tag or leave the tag off", file=source)
+    return TaskData(task or "task", tuple(items), source, rejected=tuple(rejected))
+
+
+def load_jsonl(path: str | Path, *, task: str | None = None) -> TaskData:
+    """A task's prompts and the baseline's logged outputs from an Exchange JSONL file."""
+    return items_from_exchanges(read_jsonl(path), task=task, source=str(path))
+
+
+def load_ledger(url: str, *, task: str | None = None) -> TaskData:
+    """A task's prompts and the baseline's logged outputs from the gateway's ledger."""
+    from parity.ledger.reader import read_ledger
+
+    return items_from_exchanges(read_ledger(url, task=task), task=task, source=url)
+
+
+def load_emulator_family(family: str, n: int, *, seed: int = 0, baseline_model: str, task: str | None = None) -> TaskData:
+    """Generated prompts of a simulated task family (parity.workloads), with gold answers, no baseline outputs yet."""
+    from parity import workloads
+
+    if family not in workloads.FAMILY_NAMES:
+        raise InputError(f"unknown emulator family {family!r}; use one of {', '.join(workloads.FAMILY_NAMES)}",
+                         field="emulator-family")
+    items = [
+        ProofItem(id=t.id, group=t.group, request=t.request, gold=t.gold, reference=t.reference,
+                  stratum=f"difficulty {t.difficulty:g}")
+        for t in workloads.dataset(family, n, seed, model=baseline_model)
+    ]
+    return TaskData(task or family, tuple(items), f"emulator:{family}:n={n}:seed={seed}", simulated=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What kind of answer the task has
+# --------------------------------------------------------------------------------------------------------------
+
+
+def infer_kind(items: Sequence[ProofItem]) -> Kind:
+    """label / number / json / text, from the gold answers when every item has one, else from the outputs."""
+    golds = [i.gold for i in items]
+    if golds and all(g is not None for g in golds):
+        if all(isinstance(g, Mapping) for g in golds):
+            return "json"
+        if all(isinstance(g, (int, float)) and not isinstance(g, bool) for g in golds):
+            return "number"
+        if all(isinstance(g, str) for g in golds):
+            distinct = {g.strip().casefold() for g in golds}
+            if len(distinct) <= MAX_LABELS and max(len(g) for g in golds) <= MAX_LABEL_CHARS:
+                return "label"
+        return "text"
+    outputs = [i.baseline_output for i in items if i.baseline_output is not None]
+    if not outputs:
+        return "text"
+    parsed = 0
+    for text in outputs:
+        try:
+            parsed += isinstance(json.loads(text), dict)
+        except json.JSONDecodeError:
+            pass
+    if parsed >= 0.9 * len(outputs):
+        return "json"
+    distinct = {o.strip().casefold() for o in outputs}
+    if len(distinct) <= MAX_LABELS and max(len(o) for o in outputs) <= MAX_LABEL_CHARS:
+        return "label"
+    return "text"
+
+
+def label_set(items: Sequence[ProofItem]) -> list[str]:
+    """The task's labels: the distinct gold labels, else the distinct baseline answers."""
+    values = [str(i.gold) for i in items if i.gold is not None] or [
+        i.baseline_output.strip() for i in items if i.baseline_output
+    ]
+    return sorted(set(values))
+
+
+def gold_text(item: ProofItem) -> str | None:
+    """The gold answer as text a scorer compares against (JSON for objects)."""
+    if item.gold is None:
+        return None
+    if isinstance(item.gold, (Mapping, list)):
+        return json.dumps(item.gold, ensure_ascii=False)
+    return str(item.gold)
+
+
+def infer_schema(items: Sequence[ProofItem]) -> dict[str, Any] | None:
+    """The output contract of a JSON task: the request's own output schema if it asks for one, else a schema
+    read off the answers (an object whose fields present in at least 95% of answers are required)."""
+    for item in items:
+        fmt = ((item.request.get("output_config") or {}).get("format")) or {}
+        if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), Mapping):
+            return dict(fmt["schema"])
+    objects: list[Mapping[str, Any]] = []
+    for item in items:
+        value = item.gold if isinstance(item.gold, Mapping) else None
+        if value is None and item.baseline_output:
+            try:
+                value = json.loads(item.baseline_output)
+            except json.JSONDecodeError:
+                value = None
+        if isinstance(value, Mapping):
+            objects.append(value)
+    if not objects:
+        return None
+    names = {"str": "string", "int": "number", "float": "number", "bool": "boolean", "list": "array",
+             "dict": "object", "NoneType": "null"}
+    types: dict[str, set[str]] = {}
+    seen: Counter[str] = Counter()
+    for obj in objects:
+        for key, value in obj.items():
+            seen[key] += 1
+            types.setdefault(key, set()).add(names.get(type(value).__name__, "string"))
+    props = {k: {"type": sorted(v)[0] if len(v) == 1 else sorted(v)} for k, v in types.items()}
+    required = sorted(k for k, c in seen.items() if c >= 0.95 * len(objects))
+    return {"type": "object", "properties": props, "required": required}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------------------------
+
+
+class SealedSplit:
+    """The test split behind a seal: its size and ids can be read, its prompts only after `unseal`.
+
+    Not a Sequence on purpose: anything that iterates or indexes it (an optimiser given it by mistake) fails.
+    """
+
+    def __init__(self, items: Sequence[ProofItem]):
+        self._items = tuple(items)
+        self.ids: tuple[str, ...] = tuple(i.id for i in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[ProofItem]:
+        raise ParityError("the test split is sealed: only the final sequential test may read it (call unseal() "
+                          "after the prompt is frozen); never give it to the optimiser")
+
+    def __getitem__(self, index: Any) -> ProofItem:
+        raise ParityError("the test split is sealed; call unseal() after the prompt is frozen")
+
+    def unseal(self) -> tuple[ProofItem, ...]:
+        """The test prompts, for the sequential test only."""
+        return self._items
+
+
+@dataclass(frozen=True)
+class Splits:
+    """train (demonstration pool) / validation (selection) / test (sealed; the e-process only)."""
+
+    train: tuple[ProofItem, ...]
+    validation: tuple[ProofItem, ...]
+    test: SealedSplit
+    by: str
+    seed: int
+    groups: dict[str, str] = field(default_factory=dict)
+    """group -> split name, for the certificate (group splits) or the cut times (time splits)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "seed": self.seed,
+            "train": [i.id for i in self.train],
+            "validation": [i.id for i in self.validation],
+            "test": list(self.test.ids),
+            "groups": dict(sorted(self.groups.items())),
+        }
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise InputError(f"split fractions must be three positive numbers summing to 1, got {list(fractions)}",
+                         field="fractions")
+    return float(fractions[0]), float(fractions[1]), float(fractions[2])
+
+
+def split(
+    items: Sequence[ProofItem],
+    *,
+    by: SplitBy = "group",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> Splits:
+    """Split by group (every prompt of a group lands in one split; groups shuffled with `seed`) or by time
+    (oldest prompts train, newest test). Never by row."""
+    f_train, f_val, _ = _check_fractions(fractions)
+    if len(items) < 3:
+        raise InputError(f"{len(items)} prompts cannot fill three splits; a proof needs dozens at least")
+    n = len(items)
+    if by == "time":
+        if any(i.started_at is None for i in items):
+            raise InputError("a time split needs a timestamp on every prompt; use --split-by group instead",
+                             field="split-by")
+        ordered = sorted(items, key=lambda i: (i.started_at, i.id))
+        a, b = round(n * f_train), round(n * (f_train + f_val))
+        parts = ordered[:a], ordered[a:b], ordered[b:]
+        if not all(parts):
+            raise InputError(f"{n} prompts are too few for a time split with fractions {list(fractions)}")
+        cuts = {"train_until": str(parts[0][-1].started_at), "validation_until": str(parts[1][-1].started_at)}
+        return Splits(tuple(parts[0]), tuple(parts[1]), SealedSplit(parts[2]), "time", seed, cuts)
+    if by != "group":
+        raise InputError(f"unknown split {by!r}; use 'group' or 'time'", field="split-by")
+    by_group: dict[str, list[ProofItem]] = {}
+    for item in items:
+        by_group.setdefault(item.group, []).append(item)
+    if len(by_group) < 3:
+        raise InputError(f"only {len(by_group)} distinct groups; a group split needs at least 3 (one per split). "
+                         "Tag rows with customer/conversation, or use --split-by time")
+    names = sorted(by_group)
+    random.Random(f"parity-split/{seed}").shuffle(names)
+    targets = (f_train * n, (f_train + f_val) * n)
+    assignment: dict[str, str] = {}
+    parts_l: tuple[list[ProofItem], list[ProofItem], list[ProofItem]] = ([], [], [])
+    done = 0
+    for index, name in enumerate(names):
+        left = len(names) - index
+        size = len(by_group[name])
+        # fill train, then validation, then test, by cumulative size; keep at least one group for each later split
+        if not parts_l[0] or (done + size / 2 <= targets[0] and left > 2):
+            slot = 0
+        elif not parts_l[1] or (done + size / 2 <= targets[1] and left > 1):
+            slot = 1
+        else:
+            slot = 2
+        parts_l[slot].extend(by_group[name])
+        assignment[name] = ("train", "validation", "test")[slot]
+        done += size
+    if not parts_l[2]:
+        raise InputError("the groups are too uneven to leave any for the test split; use more groups or --split-by time")
+    return Splits(tuple(parts_l[0]), tuple(parts_l[1]), SealedSplit(parts_l[2]), "group", seed, assignment)
+
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "ProofItem",
+    "SealedSplit",
+    "Splits",
+    "TaskData",
+    "gold_text",
+    "infer_kind",
+    "infer_schema",
+    "items_from_exchanges",
+    "label_set",
+    "last_user_text",
+    "load_emulator_family",
+    "load_jsonl",
+    "load_ledger",
+    "output_text",
+    "split",
+]

@@ -1,0 +1,582 @@
+"""`parity prove`, orchestrated: data → baseline outputs → splits → tune each candidate's prompt on train and
+validation → sequential test on the sealed test split, streamed in a seeded random order → certificate → policy.
+
+Why this order (reference proof-science §3.7): the prompt is frozen before the test split is opened, so the
+data that chose the prompt never serves as evidence for it (the winner's curse on validation is about as large
+as the margin itself). Several candidates are tested at once at α/M each (Bonferroni), so the chance that any
+wrong switch is declared stays ≤ α.
+
+Scores per prompt (`scoring`):
+- ``paired-gold`` (tasks with gold labels, numbers or JSON): D = s(candidate, gold) − s(baseline, gold) with a
+  scorer in code (label match, numeric match, JSON field-F1), X = (D + 1)/2;
+- ``agreement`` (labels or JSON, no gold): X = s(candidate, baseline's output), H0: p ≤ 1 − δ;
+- ``judge`` (free text): the pairwise judge, both orders, X ∈ {0, ¼, ½, ¾, 1};
+- ``auto`` picks paired-gold where every prompt has a gold answer of a checkable kind, agreement for labels or
+  JSON without gold, the judge otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from parity import catalog, pricing
+from parity.errors import InputError, ParityError
+from parity.policy import CertificateRef, Contract, Match, TaskPolicy, TunedPrompt, apply_prompt, upsert_task
+from parity.proof import certificate as certs
+from parity.proof import optimize as opt
+from parity.proof.calls import BudgetExhausted, Call, Caller, CallResult, request_key
+from parity.proof.data import (
+    DEFAULT_FRACTIONS,
+    ProofItem,
+    Splits,
+    TaskData,
+    gold_text,
+    infer_kind,
+    infer_schema,
+    label_set,
+    split,
+)
+from parity.proof.judge import Diagnostics, Judge, Judgment, PairToJudge, check_judge_model, diagnose, diagnose_scores
+from parity.proof.scorers import exact_match, field_f1, label_match, numeric_match, parse_json
+from parity.proof.sequential import SequentialTest
+
+SCORINGS = ("auto", "paired-gold", "agreement", "judge")
+FIRST_CHUNK = 10
+PROPOSE_MAX_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class ProveConfig:
+    """Every setting of a proof; stored in the run directory and the certificate."""
+
+    task: str
+    baseline_model: str
+    candidate_models: tuple[str, ...]
+    judge_model: str | None = None
+    margin: float = 0.05
+    alpha: float = 0.05
+    n_max: int = 400
+    budget_usd: Decimal | None = None
+    sync: bool = False
+    scoring: str = "auto"
+    reference_guided: bool = False
+    split_by: str = "group"
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    seed: int = 0
+    optimize: bool = True
+    max_prompt_candidates: int = 32
+    minibatch: int = 16
+    method: str = "agrapa"
+    monthly_requests: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["candidate_models"] = list(self.candidate_models)
+        data["fractions"] = list(self.fractions)
+        data["budget_usd"] = None if self.budget_usd is None else str(self.budget_usd)
+        return data
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress for the CLI: a stage, a message, and (done, total) when the stage counts something."""
+
+    stage: str
+    message: str
+    done: int | None = None
+    total: int | None = None
+
+
+ProgressFn = Callable[[Event], None]
+Optimizer = Callable[..., opt.OptimizeResult]
+
+
+@dataclass
+class CandidateOutcome:
+    """One candidate's proof, as it goes into the certificate."""
+
+    model: str
+    verdict: str
+    stopped_by: str
+    n_used: int
+    result: dict[str, Any] | None
+    observations: list[dict[str, Any]]
+    order: list[str]
+    prompt: TunedPrompt
+    prompt_hash: str
+    optimization: dict[str, Any] | None
+    diagnostics: Diagnostics
+    cost_per_request: Decimal | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProveOutcome:
+    certificate: dict[str, Any]
+    certificate_path: Path
+    html_path: Path | None
+    candidates: list[CandidateOutcome]
+    chosen: CandidateOutcome | None
+    policy_entry: TaskPolicy | None
+    network_calls: int
+    spent: Decimal
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring per item
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How prompts are scored in this run: the mode, the kind of answer, and the label set for label tasks."""
+
+    mode: str  # paired-gold | agreement | judge
+    kind: str  # label | number | json | text
+    labels: tuple[str, ...] = ()
+
+    @property
+    def test_mode(self) -> str:
+        return {"paired-gold": "paired-gold", "agreement": "agreement", "judge": "score"}[self.mode]
+
+    def score(self, output: str, reference: Any) -> float:
+        """s(output, reference) in [0, 1] with the scorer for this kind (reference: gold or baseline output)."""
+        key = json.dumps(reference, sort_keys=True, ensure_ascii=False, default=str)
+        return _cached_score(self.kind, self.labels, output, key)
+
+    def _score(self, output: str, reference: Any) -> float:
+        if self.kind == "label":
+            return label_match(output, str(reference), labels=self.labels or None).score
+        if self.kind == "number":
+            return numeric_match(output, reference if isinstance(reference, (int, float)) else str(reference)).score
+        if self.kind == "json":
+            ref = reference
+            if isinstance(ref, str):
+                ref, error = parse_json(ref)
+                if error:
+                    return exact_match(output, str(reference)).score
+            return field_f1(output, ref).score
+        return exact_match(output, str(reference)).score
+
+    def observe(self, item: ProofItem, candidate_output: str) -> tuple[float, dict[str, Any]]:
+        """(X on the test mode's scale, details) for a scorer-based mode."""
+        if self.mode == "paired-gold":
+            s_c = self.score(candidate_output, item.gold)
+            s_b = self.score(item.baseline_output or "", item.gold)
+            return s_c - s_b, {"candidate_score": s_c, "baseline_score": s_b, "gold": item.gold}
+        s = self.score(candidate_output, item.baseline_output or "")
+        return s, {"agreement": s}
+
+    def unit(self, x: float) -> float:
+        return (x + 1.0) / 2.0 if self.mode == "paired-gold" else x
+
+
+@functools.lru_cache(maxsize=65536)
+def _cached_score(kind: str, labels: tuple[str, ...], output: str, reference_json: str) -> float:
+    """Scores are pure functions of their inputs; the optimiser re-scores many identical answers."""
+    return Scoring("paired-gold", kind, labels)._score(output, json.loads(reference_json))
+
+
+def choose_scoring(requested: str, items: Sequence[ProofItem]) -> Scoring:
+    """The scoring for `requested` (auto picks, see the module docstring); an InputError when it cannot work."""
+    if requested not in SCORINGS:
+        raise InputError(f"unknown scoring {requested!r}; use one of {', '.join(SCORINGS)}", field="scoring")
+    kind = infer_kind(items)
+    has_gold = all(i.gold is not None for i in items)
+    labels = tuple(label_set(items)) if kind == "label" else ()
+    if requested == "auto":
+        if has_gold and kind in ("label", "number", "json"):
+            requested = "paired-gold"
+        elif kind in ("label", "json"):
+            requested = "agreement"
+        else:
+            requested = "judge"
+    if requested == "paired-gold" and not has_gold:
+        missing = sum(i.gold is None for i in items)
+        raise InputError(f"paired-gold scoring needs a gold answer on every prompt; {missing} have none. Use "
+                         "--scoring judge or agreement", field="scoring")
+    return Scoring(requested, kind, labels)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _common_system(items: Sequence[ProofItem]) -> str | None:
+    from parity.audit.families import system_text
+
+    texts = Counter(system_text(i.request) for i in items)
+    text, count = texts.most_common(1)[0]
+    return text if count == len(items) and text else None
+
+
+def _production_cost(model: str, usage: dict[str, Any] | None, table: pricing.PriceTable | None) -> Decimal | None:
+    """What one request costs at standard (non-batch) prices: the per-request cost before and after switching."""
+    if not usage:
+        return None
+    plain = {k: v for k, v in usage.items() if k != "service_tier"}
+    return pricing.cost(model, plain, batch=False, table=table).total
+
+
+MEAN_PLACES = Decimal("1e-12")
+
+
+def _mean(values: Sequence[Decimal]) -> Decimal | None:
+    """Mean cost per request, to a millionth of a micro-dollar (a mean of exact amounts is not itself exact)."""
+    return (sum(values, Decimal(0)) / len(values)).quantize(MEAN_PLACES) if values else None
+
+
+def _monthly_requests(config: ProveConfig, items: Sequence[ProofItem]) -> int | None:
+    if config.monthly_requests is not None:
+        return config.monthly_requests
+    stamps = sorted(i.started_at for i in items if i.started_at is not None)
+    if len(stamps) < 2:
+        return None
+    days = (stamps[-1] - stamps[0]).total_seconds() / 86400
+    if days < 1:
+        return None
+    return round(len(stamps) / days * 30)
+
+
+class _Run:
+    def __init__(self, config: ProveConfig, data: TaskData, caller: Caller, progress: ProgressFn | None,
+                 optimizer: Optimizer, table: pricing.PriceTable | None):
+        self.config = config
+        self.data = data
+        self.caller = caller
+        self.progress = progress
+        self.optimizer = optimizer
+        self.table = table
+        self.judge: Judge | None = None
+
+    def tell(self, stage: str, message: str, done: int | None = None, total: int | None = None) -> None:
+        if self.progress is not None:
+            self.progress(Event(stage, message, done, total))
+
+    # ---- baseline outputs ---------------------------------------------------------------------------------------
+
+    def baseline_outputs(self, items: Sequence[ProofItem]) -> list[ProofItem]:
+        """Items with the baseline's output: logged where it was, called (as the team sends it) where not."""
+        missing = [i for i in items if i.baseline_output is None]
+        if not missing:
+            return list(items)
+        self.tell("baseline", f"calling the baseline {self.config.baseline_model} for {len(missing)} prompts")
+        calls = [Call("baseline", {**i.request, "model": self.config.baseline_model}) for i in missing]
+        results = self.caller.run(calls)
+        filled = {i.id: (r.text, r.usage) for i, r in zip(missing, results)}
+        out = []
+        for item in items:
+            if item.id in filled:
+                text, usage = filled[item.id]
+                item = ProofItem(**{**asdict_shallow(item), "baseline_output": text, "baseline_usage": usage})
+            out.append(item)
+        return out
+
+    # ---- candidate calls and scoring ----------------------------------------------------------------------------
+
+    def candidate_request(self, model: str, prompt: TunedPrompt, item: ProofItem) -> dict[str, Any]:
+        policy = TaskPolicy(self.config.task, "route", self.config.baseline_model, model, prompt=prompt)
+        return apply_prompt(item.request, policy)
+
+    def score_items(self, model: str, prompt: TunedPrompt, items: Sequence[ProofItem], scoring: Scoring,
+                    ) -> list[tuple[float, dict[str, Any], CallResult, Judgment | None]]:
+        """Candidate outputs for `items` under `prompt`, scored: (X on the test scale, details, result, judgment)."""
+        return self._score_flat(model, [(0, prompt, i) for i in items], scoring)
+
+    # ---- stage 1 and 2: the optimiser -----------------------------------------------------------------------------
+
+    def tune(self, model: str, base: TunedPrompt, splits: Splits, scoring: Scoring) -> tuple[TunedPrompt, dict[str, Any] | None, list[str]]:
+        notes: list[str] = []
+        if not self.config.optimize:
+            return base, None, ["prompt optimisation was turned off: the candidate runs the team's own prompt"]
+        allowed = {i.id: i for i in (*splits.train, *splits.validation)}  # the test split cannot be scored here
+        outputs: dict[tuple[str, str], tuple[str, str]] = {}
+
+        def evaluate_many(work: Sequence[tuple[TunedPrompt, Sequence[opt.Example]]]) -> list[list[float]]:
+            flat: list[tuple[int, TunedPrompt, ProofItem]] = []
+            for n, (prompt, examples) in enumerate(work):
+                for example in examples:
+                    if example.id not in allowed:
+                        raise ParityError(f"the optimiser asked to score {example.id!r}, which is not a train or "
+                                          "validation prompt; the test split is sealed")
+                    flat.append((n, prompt, allowed[example.id]))
+            try:
+                scored = self._score_flat(model, flat, scoring)
+            except BudgetExhausted as exc:
+                raise opt.StopOptimizing(f"budget: {exc}") from exc
+            out: list[list[float]] = [[] for _ in work]
+            for (n, prompt, item), (x, _details, result, judgment) in zip(flat, scored):
+                out[n].append(scoring.unit(x))
+                outputs[(opt.prompt_hash(prompt), item.id)] = (result.text, judgment.reasons if judgment else "")
+            done = sum(len(e) for _, e in work)
+            self.tell("optimise", f"{model}: scored {len(work)} prompt(s) on {done} items")
+            return out
+
+        def evaluate(prompt: TunedPrompt, examples: Sequence[opt.Example]) -> list[float]:
+            return evaluate_many([(prompt, examples)])[0]
+
+        def propose(instruction: str, failures: list[opt.Failure]) -> list[str]:
+            enriched = []
+            for failure in failures:
+                text, reason = outputs.get((failure.prompt_hash, failure.example.id), (None, ""))
+                enriched.append(opt.Failure(failure.example, failure.score, failure.prompt_hash, text, reason or None))
+            system, messages = opt.propose_prompt_for_baseline(instruction, enriched)
+            params = {"model": self.config.baseline_model, "max_tokens": PROPOSE_MAX_TOKENS, "system": system,
+                      "messages": messages}
+            try:
+                result = self.caller.one(Call("propose", params))
+            except BudgetExhausted as exc:
+                raise opt.StopOptimizing(f"budget: {exc}") from exc
+            return opt.parse_proposals(result.text)
+
+        def on_progress(event: opt.ProgressEvent) -> None:
+            self.tell("optimise", f"{model}: {event.message}", event.candidates, event.max_candidates)
+
+        examples = {name: [opt.Example(i.id, i.input_text, i.baseline_output or "", i.gold) for i in part]
+                    for name, part in (("train", splits.train), ("validation", splits.validation))}
+        try:
+            result = self.optimizer(
+                base_prompt=base, train=examples["train"], validation=examples["validation"],
+                evaluate=evaluate, propose=propose, seed=self.config.seed,
+                max_candidates=self.config.max_prompt_candidates, minibatch=self.config.minibatch,
+                progress=on_progress, evaluate_many=evaluate_many,
+            )
+        except opt.StopOptimizing as exc:
+            raise BudgetExhausted(str(exc)) from exc
+        if result.stopped.startswith("stopped"):
+            notes.append(f"optimisation {result.stopped}")
+        notes.append(result.winners_curse.note)
+        return result.best, result.to_dict(), notes
+
+    def _score_flat(self, model: str, flat: Sequence[tuple[int, TunedPrompt, ProofItem]], scoring: Scoring):
+        results = self.caller.run([Call("candidate", self.candidate_request(model, p, i)) for _, p, i in flat])
+        if scoring.mode != "judge":
+            return [(*scoring.observe(i, r.text), r, None) for (_, _, i), r in zip(flat, results)]
+        assert self.judge is not None
+        pairs = [PairToJudge(i.id, i.request, i.baseline_output or "", r.text, gold_reference(i), i.stratum)
+                 for (_, _, i), r in zip(flat, results)]
+        return [(j.score, {}, r, j) for r, j in zip(results, self.judge.judge(pairs))]
+
+    # ---- the sequential test -----------------------------------------------------------------------------------------
+
+    def test(self, model: str, prompt: TunedPrompt, splits: Splits, scoring: Scoring, n_candidates: int,
+             ) -> tuple[SequentialTest, list[dict[str, Any]], list[str], bool, list[Judgment]]:
+        items = list(splits.test.unseal())  # the prompt is frozen: the seal may break now
+        random.Random(f"parity-order/{self.config.seed}").shuffle(items)
+        order = [i.id for i in items]
+        n_max = min(self.config.n_max, len(items))
+        seq = SequentialTest(mode=scoring.test_mode, margin=self.config.margin, alpha=self.config.alpha,  # type: ignore[arg-type]
+                             n_max=n_max, method=self.config.method, pool_size=len(items),  # type: ignore[arg-type]
+                             candidates=n_candidates)
+        observations: list[dict[str, Any]] = []
+        judgments: list[Judgment] = []
+        start, size, budget_stop = 0, FIRST_CHUNK, False
+        while start < n_max and not seq.done:
+            chunk = items[start : min(n_max, start + size)]
+            try:
+                scored = self.score_items(model, prompt, chunk, scoring)
+            except BudgetExhausted as exc:
+                self.tell("test", f"{model}: {exc}")
+                budget_stop = True
+                break
+            for item, (x, details, result, judgment) in zip(chunk, scored):
+                state = seq.update(x)
+                obs = {
+                    "id": item.id, "stratum": item.stratum, "x": x, "unit": scoring.unit(x),
+                    "candidate_output": result.text, "baseline_output": item.baseline_output,
+                    "candidate_request_key": result.key, "prompt_key": request_key(item.request),
+                    "candidate_cost": str(_production_cost(model, result.usage, self.table) or ""),
+                    "baseline_cost": str(_production_cost(self.config.baseline_model, item.baseline_usage, self.table) or ""),
+                    **details,
+                }
+                if judgment is not None:
+                    obs["judgment"] = judgment.to_dict()
+                    judgments.append(judgment)
+                observations.append(obs)
+                if state.done:
+                    break
+            self.tell("test", f"{model}: n={seq.state.n}, estimate {seq.state.estimate:.3f}, lower bound "
+                              f"{seq.state.lower_bound:.3f}", seq.state.n, n_max)
+            start += len(chunk)
+            size *= 2
+        return seq, observations, order, budget_stop, judgments
+
+
+def asdict_shallow(item: ProofItem) -> dict[str, Any]:
+    return {f: getattr(item, f) for f in item.__dataclass_fields__}
+
+
+def _run_dir_manifest(run_dir: Path, config: ProveConfig, data: TaskData) -> dict[str, Any]:
+    """The run's identity: created once, checked on resume so a run directory is never mixed with other settings."""
+    path = run_dir / "run.json"
+    identity = {"config": config.to_dict(), "data_source": data.source,
+                "data_digest": hashlib.sha256("\n".join(request_key(i.request) for i in data.items).encode()).hexdigest()}
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if {k: stored.get(k) for k in identity} != identity:
+            raise InputError("this run directory holds a run with other settings or other data; resume it with the "
+                             "same command, or pass a new --run-dir", file=str(path))
+        return stored
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {**identity, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    return manifest
+
+
+def prove(
+    config: ProveConfig,
+    data: TaskData,
+    client: Any,
+    *,
+    run_dir: str | Path,
+    progress: ProgressFn | None = None,
+    optimizer: Optimizer = opt.optimize,
+    policy_path: str | Path | None = None,
+    html_path: str | Path | None = None,
+    sleep: Callable[[float], None] | None = None,
+    table: pricing.PriceTable | None = None,
+) -> ProveOutcome:
+    """Run a whole proof for one task and write its certificate (and policy entry when a candidate switches).
+
+    `client` is an `anthropic.Anthropic` (the emulator's `client()` in tests). Re-running with the same
+    `run_dir` resumes: every call already paid for is read back, nothing is sent twice.
+    """
+    if not config.candidate_models:
+        raise InputError("name at least one --candidate model", field="candidate")
+    for model in (config.baseline_model, *config.candidate_models):
+        catalog.resolve(model)
+    if config.baseline_model in config.candidate_models:
+        raise InputError("the baseline is also listed as a candidate; a candidate must be another model",
+                         field="candidate")
+    run_dir = Path(run_dir)
+    manifest = _run_dir_manifest(run_dir, config, data)
+    caller_kwargs: dict[str, Any] = {"sync": config.sync, "budget_usd": config.budget_usd, "table": table}
+    if sleep is not None:
+        caller_kwargs["sleep"] = sleep
+    if progress is not None:
+        caller_kwargs["progress"] = lambda message, done, total: progress(Event("calls", message, done, total))
+    caller = Caller(client, run_dir, **caller_kwargs)
+    run = _Run(config, data, caller, progress, optimizer, table)
+
+    scoring = choose_scoring(config.scoring, data.items)
+    judge_model = None
+    if scoring.mode == "judge":
+        judge_model = check_judge_model(config.judge_model or config.baseline_model, config.baseline_model,
+                                        config.candidate_models)
+        run.judge = Judge(caller, judge_model, reference_guided=config.reference_guided)
+    elif config.judge_model:
+        check_judge_model(config.judge_model, config.baseline_model, config.candidate_models)
+    run.tell("data", f"{len(data.items)} prompts from {data.source}; scoring: {scoring.mode} ({scoring.kind})")
+
+    outcomes: list[CandidateOutcome] = []
+    budget_note = None
+    try:
+        items = run.baseline_outputs(data.items)
+    except BudgetExhausted as exc:
+        items, budget_note = list(data.items), str(exc)
+    splits = split(items, by=config.split_by, fractions=config.fractions, seed=config.seed)  # type: ignore[arg-type]
+    run.tell("data", f"splits by {splits.by}: train {len(splits.train)}, validation {len(splits.validation)}, "
+                     f"test {len(splits.test)} (sealed)")
+    base_prompt = TunedPrompt(system=_common_system(items))
+    m = len(config.candidate_models)
+    for model in config.candidate_models:
+        outcomes.append(_prove_candidate(run, model, base_prompt, splits, scoring, m, budget_note))
+
+    switched = [o for o in outcomes if o.verdict == "switch"]
+    chosen = min(switched, key=lambda o: (o.cost_per_request or Decimal("Infinity"), o.model)) if switched else None
+    baseline_costs = [c for c in (_production_cost(config.baseline_model, i.baseline_usage, table)
+                                  for i in splits.test.unseal()) if c is not None]
+    cert = certs.build(
+        config=config, manifest=manifest, data=data, splits=splits, items=items, scoring=scoring,
+        judge_model=judge_model, outcomes=outcomes, chosen=chosen, spend=caller.spend,
+        baseline_cost=_mean(baseline_costs), monthly_requests=_monthly_requests(config, items),
+        contract=_contract(scoring, items),
+    )
+    cert_path = certs.write_json(cert, run_dir / "certificate.json")
+    out_html = None
+    if html_path is not None:
+        out_html = certs.write_html(cert, html_path)
+    entry = None
+    if chosen is not None:
+        entry = _policy_entry(config, chosen, cert, cert_path, scoring, items)
+        if policy_path is not None:
+            upsert_task(policy_path, entry)
+            run.tell("policy", f"routed {config.task} to {chosen.model} in {policy_path}")
+    return ProveOutcome(cert, cert_path, out_html, outcomes, chosen, entry, caller.network_calls, caller.spend.total)
+
+
+def _prove_candidate(run: _Run, model: str, base: TunedPrompt, splits: Splits, scoring: Scoring, m: int,
+                     budget_note: str | None) -> CandidateOutcome:
+    notes: list[str] = []
+    empty = diagnose_scores([], [], [], [])
+    if budget_note is not None:
+        return CandidateOutcome(model, "inconclusive", "budget", 0, None, [], [], base, opt.prompt_hash(base), None,
+                                empty, None, [f"budget reached before the test: {budget_note}"])
+    try:
+        prompt, optimization, tune_notes = run.tune(model, base, splits, scoring)
+        notes += tune_notes
+    except BudgetExhausted as exc:
+        return CandidateOutcome(model, "inconclusive", "budget", 0, None, [], [], base, opt.prompt_hash(base), None,
+                                empty, None, [f"budget reached while tuning the prompt: {exc}"])
+    run.tell("test", f"{model}: prompt frozen ({opt.prompt_hash(prompt)}); opening the test split")
+    seq, observations, order, budget_stop, judgments = run.test(model, prompt, splits, scoring, m)
+    if not observations:
+        return CandidateOutcome(model, "inconclusive", "budget", 0, None, [], order, prompt, opt.prompt_hash(prompt),
+                                optimization, empty, None, notes + ["budget reached before the first test prompt"])
+    result = seq.result()
+    stopped_by = "budget" if budget_stop and not seq.done else result.stopped_by
+    if scoring.mode == "judge":
+        diagnostics = diagnose(judgments)
+    else:
+        diagnostics = diagnose_scores([o["unit"] for o in observations], [o["stratum"] for o in observations],
+                                      [len(o["baseline_output"] or "") for o in observations],
+                                      [len(o["candidate_output"]) for o in observations])
+    costs = [Decimal(o["candidate_cost"]) for o in observations if o["candidate_cost"]]
+    return CandidateOutcome(model, result.verdict, stopped_by, result.n_used, result.to_dict(trajectory=True),
+                            observations, order, prompt, opt.prompt_hash(prompt), optimization, diagnostics,
+                            _mean(costs), notes)
+
+
+def _contract(scoring: Scoring, items: Sequence[ProofItem]) -> Contract:
+    if scoring.kind == "label":
+        return Contract(labels=list(scoring.labels))
+    if scoring.kind == "json":
+        schema = infer_schema(items)
+        return Contract(json_schema=schema, required_fields=list((schema or {}).get("required", [])))
+    return Contract()
+
+
+def _policy_entry(config: ProveConfig, chosen: CandidateOutcome, cert: dict[str, Any], cert_path: Path,
+                  scoring: Scoring, items: Sequence[ProofItem]) -> TaskPolicy:
+    from parity.audit.families import fingerprint
+
+    prints = Counter(fingerprint(i.request) for i in items)
+    return TaskPolicy(
+        task=config.task, mode="route", baseline_model=config.baseline_model, candidate_model=chosen.model,
+        prompt=chosen.prompt, contract=_contract(scoring, items),
+        match=Match(header=config.task, metadata_key="task", fingerprint=prints.most_common(1)[0][0]),
+        margin=config.margin, alpha=config.alpha,
+        certificate=CertificateRef(id=cert["id"], path=str(cert_path), verdict="switch"),
+    )
+
+
+def gold_reference(item: ProofItem) -> str | None:
+    """The gold answer as a reference answer for reference-guided judging."""
+    return item.reference or gold_text(item)
+
+
+__all__ = ["CandidateOutcome", "Event", "ProveConfig", "ProveOutcome", "SCORINGS", "Scoring", "choose_scoring", "prove"]
