@@ -104,8 +104,9 @@ def _yield_gil() -> None:
 class Recorder:
     """Turns captured attempts into Exchanges on a background thread and hands them to the sink."""
 
-    def __init__(self, sink: Sink, tags: Mapping[str, str] | None = None):
+    def __init__(self, sink: Sink, tags: Mapping[str, str] | None = None, clock: Callable[[], float] | None = None):
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.clock = clock or _now
         self._emit, self._flush_sink, self._close_sink = _open_sink(sink)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batches: dict[str, _BatchInfo] = {}
@@ -543,8 +544,9 @@ def _sdk_classes() -> tuple[type, type, type]:
         when you build the client.
         """
 
-        def __init__(self, sink: Sink | Recorder, *, tags: Mapping[str, str] | None = None):
-            self.recorder = sink if isinstance(sink, Recorder) else Recorder(sink, tags)
+        def __init__(self, sink: Sink | Recorder, *, tags: Mapping[str, str] | None = None,
+                     clock: Callable[[], float] | None = None):
+            self.recorder = sink if isinstance(sink, Recorder) else Recorder(sink, tags, clock)
 
         def _begin(self, request: Any) -> _Attempt | None:
             method = str(request.method).upper()
@@ -554,7 +556,7 @@ def _sdk_classes() -> tuple[type, type, type]:
             return _Attempt(
                 method=method,
                 path=path,
-                started_at=_now(),
+                started_at=self.recorder.clock(),
                 tags=dict(_call_tags.get()),
                 retries_taken=request.retries_taken,
             )
@@ -640,12 +642,15 @@ def _merged_json(request: Any) -> Any:
     return body if body is not None else extra
 
 
-def wrap(client: ClientT, *, sink: Sink, tags: Mapping[str, str] | None = None) -> ClientT:
+def wrap(client: ClientT, *, sink: Sink, tags: Mapping[str, str] | None = None,
+         clock: Callable[[], float] | None = None) -> ClientT:
     """Return a copy of `client` (anthropic.Anthropic or AsyncAnthropic) that records every Messages call.
 
     `sink` is a JSONL path (appended), an open text file, or a callable that receives each `Exchange`.
     `tags` are added to every Exchange; add per-call tags with `with tagged(task=...)` (`from parity.wrap import tagged`).
     The copy shares the original's connection pool and options; use it exactly as you used the original.
+    `clock` gives each call's start time in epoch seconds (default: the wall clock); a replay of a simulated
+    day passes the emulator's clock so the log's timestamps are the day's.
     Wrap once and keep the returned client: each call starts one background writer thread.
     """
     with_middleware = getattr(client, "with_middleware", None)
@@ -654,7 +659,7 @@ def wrap(client: ClientT, *, sink: Sink, tags: Mapping[str, str] | None = None) 
             f"parity.wrap needs an anthropic 2.x client (anthropic.Anthropic or anthropic.AsyncAnthropic); "
             f"got {type(client).__name__}. Upgrade with `pip install -U anthropic`."
         )
-    return with_middleware(_sdk_classes()[0](sink, tags=tags))
+    return with_middleware(_sdk_classes()[0](sink, tags=tags, clock=clock))
 
 
 def recorder_of(client: Any) -> Recorder | None:

@@ -201,6 +201,17 @@ def test_create_is_recorded_and_unchanged(client, tmp_path):
     assert ex.tags == {"team": "search"} and ex.batch is False and ex.error is None and ex.duration_ms >= 0
 
 
+def test_clock_sets_the_recorded_start_time(emulator, client):
+    """A replay of a simulated day records the day's times, not the wall clock's."""
+    seen: list[Exchange] = []
+    wrapped = parity.wrap(client, sink=seen.append, clock=emulator.clock.now)
+    wrapped.messages.create(**_ask("first"))
+    emulator.clock.advance(3600)
+    wrapped.messages.create(**_ask("an hour later"))
+    assert flush(wrapped)
+    assert [e.started_at.timestamp() for e in seen] == [1_790_000_000.0, 1_790_003_600.0]
+
+
 def test_request_body_is_the_exact_wire_bytes(client, tmp_path):
     log = tmp_path / "log.jsonl"
     wrapped = parity.wrap(client, sink=log)

@@ -1,0 +1,134 @@
+"""The demo's traffic: a day of a support-ticket pipeline, sent through the official SDK and recorded.
+
+The workload goes through the `anthropic` SDK pointed at the in-process emulator and is recorded with
+`parity.wrap`, exactly as a team would record its own traffic; the emulator's manual clock stands in for the day.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from parity import workloads
+from parity.emulator.clock import ManualClock
+from parity.exchange import Exchange
+from parity.wrap import flush, tagged, wrap
+
+SIMULATED = "[bold magenta](simulated)[/]"
+TRIAGE_MODEL = "claude-opus-4-8"
+REFUND_MODEL = "claude-opus-4-8"
+SUMMARY_MODEL = "claude-sonnet-4-6"
+START = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+
+
+@dataclass
+class DemoSize:
+    """How much traffic each part of the pipeline sends in a day."""
+
+    triage: int = 300
+    refunds: int = 150
+    summaries: int = 12
+    stamped: int = 6
+    overnight: int = 40
+    backlog: int = 40
+
+
+@dataclass
+class Recorded:
+    """The Exchanges a wrapped client wrote, kept in memory in arrival order."""
+
+    exchanges: list[Exchange] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, exchange: Exchange) -> None:
+        with self._lock:
+            self.exchanges.append(exchange)
+
+    def tagged(self, **tags: str) -> list[Exchange]:
+        return [e for e in self.exchanges if all(e.tags.get(k) == v for k, v in tags.items())]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One part of the pipeline: a label for the progress bar, its tags, its requests, the gap between them."""
+
+    label: str
+    tags: dict[str, str]
+    requests: list[dict[str, Any]]
+    gap_s: float
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def interactive_steps(size: DemoSize) -> list[Step]:
+    """The requests somebody waits on: triage, refund arithmetic, and thread summaries three ways."""
+    refunds = [workloads.request_for(item, model=REFUND_MODEL)
+               for item in workloads.items("math_reasoning", size.refunds, seed=5)]
+    return [
+        Step("Ticket triage (Opus 4.8)", {"task": "ticket_triage"},
+             workloads.triage_requests(size.triage, seed=1, model=TRIAGE_MODEL), 20.0),
+        Step("Refund arithmetic (Opus 4.8)", {"task": "refund_calc"}, refunds, 30.0),
+        Step("Thread summaries, no cache breakpoint", {"task": "thread_summary", "variant": "no_cache"},
+             workloads.summary_requests(size.summaries, seed=2, model=SUMMARY_MODEL, cache=False), 45.0),
+        Step("Thread summaries, cache breakpoint", {"task": "thread_summary", "variant": "cached"},
+             workloads.summary_requests(size.summaries, seed=2, model=SUMMARY_MODEL, cache=True), 45.0),
+        Step("Thread summaries, timestamp in prompt", {"task": "thread_summary", "variant": "stamped"},
+             workloads.summary_requests(size.stamped, seed=3, model=SUMMARY_MODEL, cache=True, stamp=True), 45.0),
+    ]
+
+
+def night_steps(size: DemoSize) -> list[Step]:
+    """Work nobody waits on that is still sent synchronously: the backlog re-classified at 02:00."""
+    return [Step("Backlog re-classification at 02:00, synchronous", {"task": "backlog_reclassify", "job": "nightly-backlog"},
+                 workloads.triage_requests(size.backlog, seed=6, model=SUMMARY_MODEL), 5.0)]
+
+
+def send_steps(client: Any, steps: list[Step], clock: ManualClock, progress: Progress) -> None:
+    """Send each step's requests in order, advancing the emulator's clock between them."""
+    for step in steps:
+        bar = progress.add_task(step.label, total=len(step.requests))
+        with tagged(**step.tags):
+            for body in step.requests:
+                client.messages.create(**body)
+                clock.advance(step.gap_s)
+                progress.advance(bar)
+
+
+def _next_2am(now: float) -> float:
+    day = datetime.fromtimestamp(now, timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+    return (day if day.timestamp() > now else day + timedelta(days=1)).timestamp()
+
+
+def run_workload(client: Any, clock: ManualClock, console: Console, size: DemoSize) -> Recorded:
+    """A day of the pipeline through `client` (the SDK on the emulator), recorded with `parity.wrap`."""
+    recorded = Recorded()
+    wrapped = wrap(client, sink=recorded, clock=clock.now)
+    jobs = workloads.overnight_batch(size.overnight, seed=4, model=SUMMARY_MODEL)
+    with progress_bar(console) as progress:
+        send_steps(wrapped, interactive_steps(size), clock, progress)
+        bar = progress.add_task("Overnight job via Message Batches", total=len(jobs))
+        with tagged(task="overnight_job"):
+            batch = wrapped.messages.batches.create(requests=jobs)
+            while batch.processing_status != "ended":
+                clock.advance(600)
+                batch = wrapped.messages.batches.retrieve(batch.id)
+            for _ in wrapped.messages.batches.results(batch.id):
+                progress.advance(bar)
+        clock.advance(max(0.0, _next_2am(clock.now()) - clock.now()))
+        send_steps(wrapped, night_steps(size), clock, progress)
+    flush(wrapped)
+    return recorded

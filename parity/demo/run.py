@@ -1,0 +1,75 @@
+"""`parity demo` from end to end: the day's traffic and its bill, the audit, two proofs, and the gateway."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from parity.audit.cost import Pricer
+from parity.demo.audit_stage import audit_recorded, print_audit
+from parity.demo.bill import bill, print_bill, print_cache_comparison
+from parity.demo.gateway_stage import print_replay, replay_through_gateway
+from parity.demo.pipeline import REFUND_MODEL, START, TRIAGE_MODEL, DemoSize, Recorded, run_workload
+from parity.demo.prove_stage import print_proofs, prove_tasks
+from parity.emulator.clock import ManualClock
+from parity.emulator.service import Emulator
+
+
+@dataclass
+class DemoContext:
+    emulator: Emulator
+    clock: ManualClock
+    recorded: Recorded
+    pricer: Pricer
+    out: Path
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def run_demo(console: Console, *, size: DemoSize | None = None, seed: int = 0, out: Path | None = None) -> DemoContext:
+    """The whole demo; returns what it measured so tests can check it. Files go to `out` (default: a new temp dir)."""
+    started = time.perf_counter()
+    size = size or DemoSize()
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="parity-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    clock = ManualClock(START.timestamp())
+    emulator = Emulator(clock=clock, seed=seed)
+    console.rule("[bold]Parity demo[/] on the built-in Claude API emulator")
+    console.print(
+        "Every model answer below comes from the emulator's [bold]simulated[/] models, so every number is "
+        f"simulated; prices are the real price table's. Files: {out}"
+    )
+
+    console.print("\n[bold]1. A day of a support-ticket pipeline[/], sent through the official anthropic SDK")
+    recorded = run_workload(emulator.client(max_retries=2), clock, console, size)
+    pricer = Pricer(emulator.table)
+    ctx = DemoContext(emulator, clock, recorded, pricer, out)
+    ctx.results["bill"] = the_bill = bill(recorded.exchanges, pricer)
+    print_bill(console, "The bill", the_bill)
+    print_cache_comparison(console, recorded, pricer)
+
+    console.print("\n[bold]2. parity audit[/] on the day's log: where the money goes and what each lever saves")
+    report = audit_recorded(recorded, emulator.table)
+    report.write_json(out / "audit.json")
+    ctx.results["audit"] = report
+    print_audit(console, report)
+
+    console.print("\n[bold]3. parity prove[/]: is Claude Haiku 4.5, with a prompt tuned for it, as good on these "
+                  "tasks? Judged by the baseline's model class, tested sequentially on held-out prompts")
+    proofs = prove_tasks(emulator, recorded, console, out,
+                         {"ticket_triage": TRIAGE_MODEL, "refund_calc": REFUND_MODEL})
+    ctx.results["proofs"] = proofs
+    print_proofs(console, proofs)
+
+    console.print("\n[bold]4. parity serve[/]: the next day's interactive traffic through the gateway with that policy")
+    replay = replay_through_gateway(emulator, recorded, proofs.policy, console, out, size)
+    ctx.results["replay"] = replay
+    print_replay(console, replay)
+
+    ctx.results["seconds"] = time.perf_counter() - started
+    console.print(f"\nDemo finished in {ctx.results['seconds']:.1f} s.")
+    return ctx
