@@ -2,13 +2,15 @@
 
 One streaming pass over Exchanges (`run.py`) feeds the levers: exact cost (`cost.py`), template families
 (`families.py`), the prompt cache (`cache.py`), the Batches API (`batch.py`), right-sizing (`rightsize.py`);
-`savings.py` stacks them and `findings.py` holds the Finding record and the JSON Schema of the report.
+`savings.py` stacks them, `findings.py` holds the Finding record and the JSON Schema of the report, and
+`terminal.py` prints it (the full report, or `print_audit`'s one-screen summary).
 """
 
 from parity.audit.cache import cache_diff, diagnose
 from parity.audit.families import fingerprint
 from parity.audit.findings import CACHE_CAUSES, REPORT_SCHEMA, Finding, validate_report
 from parity.audit.run import AuditOptions, AuditReport, Auditor, audit_exchanges, audit_paths
+from parity.audit.terminal import print_audit, render_report
 
 __all__ = [
     "CACHE_CAUSES",
@@ -22,5 +24,7 @@ __all__ = [
     "cache_diff",
     "diagnose",
     "fingerprint",
+    "print_audit",
+    "render_report",
     "validate_report",
 ]

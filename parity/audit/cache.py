@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from parity import prompt as prompts
 from parity.audit.cost import CostAcc, PriceKey
 from parity.audit.families import DATE_TIME, ID_LIKE, skeleton, system_text
@@ -38,16 +40,12 @@ def _json_dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8", "surrogatepass")
 
 
-try:  # orjson keeps the request's key order like json.dumps and is ~10x faster on the hot path
-    import orjson
-
-    def _dumps(value: Any) -> bytes:
-        try:
-            return orjson.dumps(value)
-        except TypeError:  # e.g. an integer beyond 64 bits, which the standard library reads
-            return _json_dumps(value)
-except ImportError:  # pragma: no cover - exercised only without orjson
-    _dumps = _json_dumps
+def _dumps(value: Any) -> bytes:
+    """Compact JSON in the request's own key order; orjson is ~10x faster than json on the hot path."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # e.g. an integer beyond 64 bits, which the standard library reads
+        return _json_dumps(value)
 
 
 __all__ = [
@@ -333,7 +331,7 @@ def _refine(path: str, offset: int, seg_a: Any, seg_b: Any) -> tuple[str, int, s
     """For text blocks that differ only in their text, point into the text itself: `system.0.text` offset N."""
     ba, bb = seg_a.block, seg_b.block
     ta, tb = ba.get("text"), bb.get("text")
-    if isinstance(ta, str) and isinstance(tb, str):
+    if isinstance(ta, str) and isinstance(tb, str) and ta != tb:
         rest_a = {k: v for k, v in ba.items() if k not in ("text", "cache_control")}
         rest_b = {k: v for k, v in bb.items() if k not in ("text", "cache_control")}
         if rest_a == rest_b and list(rest_a) == list(rest_b):
@@ -374,26 +372,46 @@ def _in_last_message(path: str, request: Mapping[str, Any]) -> bool:
 
 
 def cache_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """`parity cache-diff A B`: can B read what A cached, and if not, where and why (JSON-ready dict)."""
+    """`parity cache-diff A B`: can B read what A cached, and if not, where and why (JSON-ready dict).
+
+    `breaks_cache` is true when B's prompt diverges from A's before the end of A's last cache breakpoint, so B
+    cannot read the longest entry A wrote (without a breakpoint in A: before the end of A's prompt, as if A had
+    cached it all). A difference only in B's last message is the new input, not a break, and appended turns are
+    none at all. The other fields describe the first divergence (the first cache level B cannot reuse), even when
+    it lies after A's cached prefix (e.g. a `tool_choice` change with A's breakpoint in the system prompt).
+    """
     ra, rb = prompts.render(a), prompts.render(b)
     diag = diagnose(a, b, ra, rb)
     bps = prompts.breakpoints(ra)
+    div = prompts.first_divergence(ra, rb)
+    first_difference = None
+    if diag is not None and diag.in_last_message:
+        first_difference = {"block_path": diag.block_path, "offset": diag.offset,
+                            "note": "only B's last message differs: that is the new input, which no cache holds"}
+        diag = None
+    breaks = diag is not None
+    note = None
+    if diag is not None and bps and div is not None and div.reusable_tokens >= bps[-1].tokens:
+        breaks = False
+        note = (f"B still reads A's cached prefix through {bps[-1].path} (about {bps[-1].tokens:,} tokens); the "
+                f"{diag.invalidated_from} level it changes lies after it")
     out: dict[str, Any] = {
-        "breaks_cache": diag is not None,
+        "breaks_cache": breaks,
         "invalidated_from": diag.invalidated_from if diag else None,
         "block_path": diag.block_path if diag else None,
         "offset": diag.offset if diag else None,
         "cause": diag.cause if diag else None,
         "reason": diag.reason if diag else None,
         "example": (diag.example.strip() or None) if diag else None,
-        "fix": (diag.fix() or None) if diag else None,
+        "fix": (diag.fix() or None) if diag and breaks else None,
+        "note": note,
+        "first_difference": first_difference,
         "reusable_tokens": None,
         "a": {"model": ra.model, "tokens": ra.total_tokens, "breakpoints": [bp.path for bp in bps]},
         "b": {"model": rb.model, "tokens": rb.total_tokens},
         "warnings": [],
         "tokens_note": "token counts are the offline estimate (parity.emulator.tokenizer), not Claude's tokenizer",
     }
-    div = prompts.first_divergence(ra, rb)
     out["reusable_tokens"] = div.reusable_tokens if div is not None else rb.total_tokens
     if not bps:
         out["warnings"].append({"cause": "no_breakpoint", "message": (
@@ -710,7 +728,9 @@ class CacheFamily:
             if prev_request.get("system") == request.get("system"):
                 system_kind = "keys"
             else:
-                system_kind = ("content", _volatile_at(system_text(prev_request), system_text(request)))
+                text_a, text_b = system_text(prev_request), system_text(request)
+                # equal texts: only block metadata (cache_control...) changed, a different kind of change
+                system_kind = ("content", text_a == text_b, _volatile_at(text_a, text_b))
         first_kind = None
         if tools_kind is None and system_kind is None and prev.h_first != shape.h_first:
             ma = (prev_request.get("messages") or [None])[0]

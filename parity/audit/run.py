@@ -35,14 +35,10 @@ from parity.audit.savings import Slice, stack
 from parity.errors import InputError
 from parity.exchange import Exchange, Rejected, parse_time
 
-try:
-    import orjson
+import orjson
 
-    _loads: Callable[[bytes], Any] = orjson.loads
-    _DecodeError: tuple[type[Exception], ...] = (orjson.JSONDecodeError, UnicodeDecodeError)
-except ImportError:  # pragma: no cover
-    _loads = json.loads
-    _DecodeError = (json.JSONDecodeError, UnicodeDecodeError)
+_loads: Callable[[bytes], Any] = orjson.loads  # a dependency: several times faster than json on big logs
+_DecodeError: tuple[type[Exception], ...] = (orjson.JSONDecodeError, UnicodeDecodeError)
 
 __all__ = ["AuditOptions", "AuditReport", "Auditor", "audit_exchanges", "audit_paths", "detect_format"]
 
@@ -292,16 +288,24 @@ class AuditReport:
 
 
 def audit_exchanges(
-    items: Iterable[tuple[str, int, Exchange | Rejected]],
+    items: Iterable[tuple[str, int, Exchange | Rejected] | Exchange],
     *,
     options: AuditOptions | None = None,
     table: pricing.PriceTable | None = None,
     counter: Any = None,
+    source: str = "exchanges",
 ) -> AuditReport:
-    """Audit `(source, line, Exchange | Rejected)` records from any reader in one pass."""
+    """Audit records from any reader in one pass.
+
+    Items are `(source, line, Exchange | Rejected)` as readers yield them, or bare Exchanges (a recorded list,
+    e.g. the demo's): those are numbered 1, 2, ... in order and reported as lines of `source`.
+    """
     auditor = Auditor(options, pricer=Pricer(table))
-    for source, line, item in items:
-        auditor.observe(source, line, item)
+    for n, entry in enumerate(items, 1):
+        if isinstance(entry, (Exchange, Rejected)):
+            auditor.observe(source, n, entry)
+        else:
+            auditor.observe(*entry)
     return auditor.report(counter=counter)
 
 
@@ -384,7 +388,7 @@ def _iter_jsonl(path: str, start: int, end: int | None, first_line: int
                 ) -> Iterator[tuple[int, Exchange | Rejected, int]]:
     """(line, Exchange | Rejected, bytes read) for the lines starting in [start, end); never stops on bad input.
 
-    The same reading as `parity.exchange.read_jsonl` (same reasons), with orjson when installed and a byte range
+    The same reading as `parity.exchange.read_jsonl` (same reasons), with orjson and a byte range
     so that several processes can share one file.
     """
     name = str(path)

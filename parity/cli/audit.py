@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.markup import escape
-from rich.panel import Panel
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from parity.cli.app import app, console, err_console
 from parity.errors import InputError
-from parity.pricing import PriceTable, format_usd
-
-LEVER_NAMES = {"cost": "Cost", "tokens": "Tokens", "cache": "Cache", "batch": "Batch", "rightsize": "Right-size"}
+from parity.pricing import PriceTable
 
 
 @app.command("audit")
@@ -68,13 +62,13 @@ def audit(
     if json_out is not None:
         report.write_json(json_out)
     if html_out is not None:
-        if importlib.util.find_spec("parity.report.audit_html") is None:
-            raise InputError("the HTML report (parity.report.audit_html) is not installed", field="--html")
         from parity.report.audit_html import write_audit_html
 
         write_audit_html(data, html_out)
     if not quiet:
-        render(data, top=top, elapsed=elapsed)
+        from parity.audit.terminal import render_report
+
+        render_report(data, console, top=top, elapsed=elapsed)
         for label, path in (("JSON", json_out), ("HTML", html_out)):
             if path is not None:
                 console.print(f"{label} report written to {path}")
@@ -90,142 +84,6 @@ def _night(spec: str) -> Any:
     except ValueError:
         raise InputError(f"expected two UTC hours like 0-6 or 22-6, got {spec!r}", field="--night-hours") from None
     return NightPolicy(start_hour=start, end_hour=end)
-
-
-# --- the terminal report -------------------------------------------------------------------------------------
-
-
-def _usd(value: Any) -> str:
-    return format_usd(Decimal(str(value)))
-
-
-def _pct(value: float) -> str:
-    return f"{value * 100:.1f}%"
-
-
-def render(data: dict[str, Any], *, top: int = 10, elapsed: float | None = None) -> None:
-    """Print the audit report (the JSON document) as Rich tables."""
-    totals = data["totals"]
-    period = data.get("period") or {}
-    sources = ", ".join(f"{i['file']} ({i['records']:,} records)" for i in data["inputs"])
-    head = (f"[bold]{_usd(totals['cost_usd'])}[/] over {totals['requests']:,} priced requests"
-            f"  ·  {period.get('first') or '?'} → {period.get('last') or '?'}\n{escape(sources)}")
-    if totals["malformed"] or totals["errors"]:
-        head += (f"\n[yellow]{totals['malformed']:,} malformed or unpriced line(s) skipped[/]"
-                 f"  ·  {totals['errors']:,} error responses (not billed)")
-    if elapsed is not None:
-        head += f"\n[dim]audited in {elapsed:.1f} s[/]"
-    console.print(Panel(head, title="parity audit", expand=False))
-
-    split = Table(title="Spend: input vs output", title_justify="left")
-    for col in ("", "tokens", "cost", "share"):
-        split.add_column(col, justify="right" if col else "left")
-    tokens, breakdown, whole = totals["tokens"], totals["breakdown"], Decimal(totals["cost_usd"]) or Decimal(1)
-    split.add_row("[bold]input side[/]", f"{sum(v for k, v in tokens.items() if k != 'output'):,}",
-                  _usd(totals["input_cost_usd"]), _pct(float(Decimal(totals["input_cost_usd"]) / whole)))
-    for name in ("input", "cache_write_5m", "cache_write_1h", "cache_read"):
-        split.add_row(f"  {name}", f"{tokens[name]:,}", _usd(breakdown[name]), "")
-    split.add_row("[bold]output[/]", f"{tokens['output']:,}", _usd(totals["output_cost_usd"]),
-                  _pct(float(Decimal(totals["output_cost_usd"]) / whole)))
-    if Decimal(breakdown["batch_discount"]):
-        split.add_row("  batch discount (in the lines above)", "", _usd(breakdown["batch_discount"]), "")
-    console.print(split)
-
-    models = Table(title="By model", title_justify="left")
-    for col in ("model", "requests", "input", "output", "total"):
-        models.add_column(col, justify="left" if col == "model" else "right")
-    for row in data["by_model"][:top]:
-        b = row["breakdown"]
-        inp = sum(Decimal(b[k]) for k in ("input", "cache_write_5m", "cache_write_1h", "cache_read"))
-        models.add_row(row["model"], f"{row['requests']:,}", _usd(inp), _usd(b["output"]), _usd(row["cost_usd"]))
-    console.print(models)
-
-    fams = Table(title="Top templates by spend", title_justify="left")
-    for col in ("family", "template", "requests", "cost", "share", "output share"):
-        fams.add_column(col, justify="left" if col in ("family", "template") else "right", overflow="fold")
-    for row in data["top_templates"][:top]:
-        fams.add_row(row["family"], escape(row["label"]), f"{row['requests']:,}", _usd(row["cost_usd"]),
-                     _pct(row["share"]), _pct(row["output_share"]))
-    console.print(fams)
-
-    if len(data["by_day"]) > 1:
-        days = Table(title="By day", title_justify="left")
-        for col in ("day", "requests", "cost"):
-            days.add_column(col, justify="left" if col == "day" else "right")
-        for row in data["by_day"][-14:]:
-            days.add_row(row["day"], f"{row['requests']:,}", _usd(row["cost_usd"]))
-        console.print(days)
-
-    cache = Table(title="Cache, per family", title_justify="left")
-    for col in ("family", "requests", "hit ratio", "written", "read", "missed", "breakpoint", "TTL", "causes"):
-        cache.add_column(col, justify="left" if col in ("family", "breakpoint", "causes", "TTL") else "right",
-                         overflow="fold")
-    for row in data["cache"]["families"][:top]:
-        bp = row["breakpoint"]
-        ttl = row.get("ttl") or {}
-        cache.add_row(row["family"], f"{row['requests']:,}", _pct(row["hit_ratio"]), f"{row['written_tokens']:,}",
-                      f"{row['read_tokens']:,}", f"{row['missed_tokens']:,}",
-                      bp.get("path") or f"none (→ {bp.get('suggested_path')})",
-                      f"{ttl.get('current', '')} → {ttl.get('recommended', '')}",
-                      ", ".join(row["causes"]) or "[green]healthy[/]")
-    console.print(cache)
-
-    findings = [f for f in data["findings"] if f["lever"] in ("cache", "tokens")]
-    if findings:
-        console.print("[bold]Cache findings[/]")
-        for f in findings[: top * 2]:
-            where = f["block_path"] or ""
-            if f["offset"] is not None:
-                where += f" offset {f['offset']}"
-            lines = ", ".join(map(str, f["example_lines"]))
-            console.print(f"  [bold]{f['cause']}[/] in [cyan]{escape(f['family'])}[/] at [magenta]{escape(where)}[/]"
-                          f" (lines {lines}; {f['requests']:,} requests, saving {_usd(f['saving_usd'])})")
-            console.print(f"    [dim]{escape(f['fix'])}[/]")
-
-    if data["batch"]["families"]:
-        bt = Table(title="Batch: traffic nobody waits on", title_justify="left")
-        for col in ("family", "requests", "why", "cost now", "at 50%", "saving"):
-            bt.add_column(col, justify="left" if col in ("family", "why") else "right")
-        for row in data["batch"]["families"][:top]:
-            bt.add_row(row["family"], f"{row['requests']:,}", ", ".join(f"{k} {v}" for k, v in row["reasons"].items()),
-                       _usd(row["cost_now_usd"]), _usd(row["cost_batched_usd"]), _usd(row["saving_usd"]))
-        console.print(bt)
-
-    if data["rightsize"]["candidates"]:
-        rt = Table(title="Right-size candidates (hypotheses until `parity prove` passes)", title_justify="left")
-        for col in ("family", "model", "try", "why", "cost", "if proven", "saving"):
-            rt.add_column(col, justify="left" if col in ("family", "model", "try", "why") else "right",
-                          overflow="fold")
-        for row in data["rightsize"]["candidates"][:top]:
-            rt.add_row(row["family"], row["model"], row["candidate_model"], "; ".join(row["reasons"]),
-                       _usd(row["cost_usd"]), _usd(row["cost_if_proven_usd"]), _usd(row["saving_if_proven_usd"]))
-        console.print(rt)
-
-    savings = data["savings"]
-    stacked = savings["stacked"]
-    wf = Table(title="Savings, stacked (each lever on what the previous left)", title_justify="left")
-    for col in ("step", "saving", "spend after", "alone, on today's bill"):
-        wf.add_column(col, justify="left" if col == "step" else "right")
-    alone = {lv["lever"]: lv for lv in savings["levers"]}
-    wf.add_row("spend now", "", _usd(stacked["cost_before_usd"]), "")
-    for step in stacked["steps"]:
-        name = LEVER_NAMES[step["lever"]] + (" [yellow](hypothesis)[/]" if step["hypothesis"] else "")
-        wf.add_row(name, "-" + _usd(step["saving_usd"]), _usd(step["cost_after_usd"]),
-                   _usd(alone[step["lever"]]["saving_usd"]))
-    console.print(wf)
-    console.print(f"  proven levers: [bold]{_usd(stacked['saving_usd'])}[/] saved, "
-                  f"[bold]{stacked['blended_saving_pct']:.1f}%[/] blended; with right-size hypotheses: "
-                  f"{_usd(stacked['with_hypotheses']['saving_usd'])} ({stacked['with_hypotheses']['blended_saving_pct']:.1f}%)")
-    console.print("  [dim]assumptions:[/]")
-    for text in savings["assumptions"]:
-        console.print(f"  [dim]- {escape(text)}[/]")
-
-    if data["malformed"]:
-        console.print(f"[yellow]Skipped {totals['malformed']:,} line(s):[/]")
-        for m in data["malformed"][:top]:
-            console.print(f"  {escape(m['file'])}:{m['line']}: {escape(m['reason'])}")
-        if totals["malformed"] > top:
-            console.print(f"  … {totals['malformed'] - top:,} more in the JSON report")
 
 
 # --- cache-diff -----------------------------------------------------------------------------------------------
@@ -255,6 +113,14 @@ def cache_diff_command(
     else:
         console.print(f"[bold green]B can reuse A's cached prefix[/] (about {result['reusable_tokens']:,} tokens, "
                       "estimated)")
+        if result.get("note"):
+            where = result["block_path"] or ""
+            if result["offset"] is not None:
+                where += f" offset {result['offset']}"
+            console.print(f"  B differs at [magenta]{escape(where)}[/] ({result['reason']}), which invalidates the "
+                          f"{result['invalidated_from']} level: {escape(result['note'])}")
+        elif result.get("first_difference"):
+            console.print(f"  {escape(result['first_difference']['note'])}")
     for warning in result["warnings"]:
         console.print(f"  [yellow]{warning['cause']}[/]: {escape(warning['message'])}")
     if json_out is not None:

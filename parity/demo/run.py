@@ -11,13 +11,14 @@ from typing import Any
 from rich.console import Console
 
 from parity.audit.cost import Pricer
-from parity.demo.audit_stage import audit_recorded, print_audit
+from parity.demo.audit_stage import audit_recorded, show_audit
 from parity.demo.bill import bill, print_bill, print_cache_comparison
 from parity.demo.gateway_stage import print_replay, replay_through_gateway
 from parity.demo.pipeline import REFUND_MODEL, START, TRIAGE_MODEL, DemoSize, Recorded, run_workload
 from parity.demo.prove_stage import print_proofs, prove_tasks
 from parity.emulator.clock import ManualClock
 from parity.emulator.service import Emulator
+from parity.report.audit_html import write_audit_html
 
 
 @dataclass
@@ -55,8 +56,9 @@ def run_demo(console: Console, *, size: DemoSize | None = None, seed: int = 0, o
     console.print("\n[bold]2. parity audit[/] on the day's log: where the money goes and what each lever saves")
     report = audit_recorded(recorded, emulator.table)
     report.write_json(out / "audit.json")
+    write_audit_html(report.data, out / "audit.html", simulated=True)
     ctx.results["audit"] = report
-    print_audit(console, report)
+    show_audit(console, report)
 
     console.print("\n[bold]3. parity prove[/]: is Claude Haiku 4.5, with a prompt tuned for it, as good on these "
                   "tasks? Judged by the baseline's model class, tested sequentially on held-out prompts")

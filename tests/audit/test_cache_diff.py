@@ -83,9 +83,42 @@ def test_model_switch_and_tool_choice(tmp_path: Path) -> None:
     diff = _diff(tmp_path, a, {**a, "model": "claude-opus-4-8"})
     assert (diff["breaks_cache"], diff["invalidated_from"], diff["cause"]) == (True, "tools", "model_switched")
     with_tools = {**a, "tools": [tool("refund", {"order_id": {"type": "string"}})]}
-    diff = _diff(tmp_path, with_tools, {**with_tools, "tool_choice": {"type": "any"}})
+    changed = {**with_tools, "tool_choice": {"type": "any"}}
+    # tool_choice invalidates only the messages level (reference §6.9): A's entry at system.0 is still read
+    diff = _diff(tmp_path, with_tools, changed)
+    assert diff["breaks_cache"] is False and diff["invalidated_from"] == "messages"
+    assert diff["block_path"] == "tool_choice" and diff["cause"] is None and diff["fix"] is None
+    assert "system.0" in diff["note"]
+    # ...but when A cached its conversation too, that entry is lost
+    turn = [{"type": "text", "text": "Where is my parcel?", "cache_control": {"type": "ephemeral"}}]
+    convo = {**with_tools, "messages": [{"role": "user", "content": "Hello. " + POLICY[:2000]},
+                                        {"role": "assistant", "content": "Hello, how can I help?"},
+                                        {"role": "user", "content": turn}]}
+    diff = _diff(tmp_path, convo, {**convo, "tool_choice": {"type": "any"}})
     assert diff["breaks_cache"] is True and diff["invalidated_from"] == "messages"
-    assert diff["block_path"] == "tool_choice" and diff["cause"] is None
+    assert diff["block_path"] == "tool_choice" and diff["note"] is None
+
+
+def test_a_new_question_is_not_a_break(tmp_path: Path) -> None:
+    """Same template, another question: only B's last message (the new input) differs; A's prefix is read."""
+    system = "You are the ACME helpdesk. " + POLICY
+    a = _request(system, [{"role": "user", "content": "Where is my parcel?"}])
+    b = _request(system, [{"role": "user", "content": "Where is my refund?"}])
+    diff = _diff(tmp_path, a, b)
+    assert diff["breaks_cache"] is False
+    assert (diff["invalidated_from"], diff["block_path"], diff["offset"], diff["cause"]) == (None, None, None, None)
+    assert diff["first_difference"]["block_path"] == "messages.0.content.0.text"
+    assert diff["first_difference"]["offset"] == len("Where is my ")
+    assert diff["reusable_tokens"] > 0 and diff["warnings"] == []
+    # a different earlier turn (another conversation under the same template) is inside A's cached prefix
+    history = [{"role": "user", "content": [{"type": "text", "text": "Order 1 is late. " + POLICY[:1500],
+                                             "cache_control": {"type": "ephemeral"}}]},
+               {"role": "assistant", "content": "Sorry about that."}, {"role": "user", "content": "Any news?"}]
+    other = [{**history[0], "content": [{**history[0]["content"][0], "text": "Order 2 is late. " + POLICY[:1500]}]},
+             *history[1:]]
+    diff = _diff(tmp_path, _request(system, history), _request(system, other))
+    assert diff["breaks_cache"] is True and diff["invalidated_from"] == "messages"
+    assert (diff["block_path"], diff["offset"]) == ("messages.0.content.0.text", len("Order "))
 
 
 def test_exchange_records_and_warnings(tmp_path: Path) -> None:

@@ -256,3 +256,25 @@ def test_short_gaps_keep_five_minutes(tmp_path: Path) -> None:
     report = audit_paths([str(b.write(tmp_path / "log.jsonl"))]).to_json()
     assert [f for f in report["findings"] if f["lever"] == "cache"] == []
     assert report["cache"]["families"][0]["ttl"]["recommended"] == "5m"
+
+
+def test_two_causes_in_one_family_are_both_named(tmp_path: Path) -> None:
+    """A family first sent without a breakpoint, then with one, then with a timestamp above it: adding the
+    breakpoint (same text, new block metadata) must not hide the later timestamp (regression)."""
+    b = LogBuilder()
+    lines: list[int] = []
+    texts: list[str] = []
+    for i in range(18):
+        text = "You are the ACME summariser. " + POLICY
+        if i >= 12:
+            text = f"Current time: {_stamp(b)}\n" + text
+        texts.append(text)
+        system = system_block(text, cache=i >= 6)
+        lines.append(b.send({"model": MODEL, "max_tokens": 200, "system": system, "messages": user(f"Thread {i}")},
+                            gap=30, tags={"task": "summary"}))
+    report = audit_paths([str(b.write(tmp_path / "log.jsonl"))]).to_json()
+    found = {f["cause"]: f for f in report["findings"] if f["lever"] == "cache"}
+    assert set(found) == {"no_breakpoint", "volatile_timestamp"}
+    stamp = found["volatile_timestamp"]
+    assert (stamp["block_path"], stamp["offset"]) == ("system.0.text", _first_diff(texts[12], texts[13]))
+    assert stamp["example_lines"] == lines[12:14]

@@ -1,0 +1,220 @@
+"""The audit in a terminal: the full Rich report `parity audit` prints, and a compact summary for the demo.
+
+Both read the JSON document (`AuditReport.data`), so what a terminal shows is exactly what `--json` holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from parity.pricing import format_usd
+
+__all__ = ["LEVER_NAMES", "print_audit", "render_report"]
+
+LEVER_NAMES = {"cost": "Cost", "tokens": "Tokens", "cache": "Cache", "batch": "Batch", "rightsize": "Right-size"}
+
+
+# --- the full report -------------------------------------------------------------------------------------
+
+
+def _usd(value: Any) -> str:
+    return format_usd(Decimal(str(value)))
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def render_report(data: Mapping[str, Any], console: Console | None = None, *, top: int = 10,
+                  elapsed: float | None = None) -> None:
+    """Print the whole audit report (the JSON document) as Rich tables: what `parity audit` shows."""
+    console = console or Console()
+    totals = data["totals"]
+    period = data.get("period") or {}
+    sources = ", ".join(f"{i['file']} ({i['records']:,} records)" for i in data["inputs"])
+    head = (f"[bold]{_usd(totals['cost_usd'])}[/] over {totals['requests']:,} priced requests"
+            f"  ·  {period.get('first') or '?'} → {period.get('last') or '?'}\n{escape(sources)}")
+    if totals["malformed"] or totals["errors"]:
+        head += (f"\n[yellow]{totals['malformed']:,} malformed or unpriced line(s) skipped[/]"
+                 f"  ·  {totals['errors']:,} error responses (not billed)")
+    if elapsed is not None:
+        head += f"\n[dim]audited in {elapsed:.1f} s[/]"
+    console.print(Panel(head, title="parity audit", expand=False))
+
+    split = Table(title="Spend: input vs output", title_justify="left")
+    for col in ("", "tokens", "cost", "share"):
+        split.add_column(col, justify="right" if col else "left")
+    tokens, breakdown, whole = totals["tokens"], totals["breakdown"], Decimal(totals["cost_usd"]) or Decimal(1)
+    split.add_row("[bold]input side[/]", f"{sum(v for k, v in tokens.items() if k != 'output'):,}",
+                  _usd(totals["input_cost_usd"]), _pct(float(Decimal(totals["input_cost_usd"]) / whole)))
+    for name in ("input", "cache_write_5m", "cache_write_1h", "cache_read"):
+        split.add_row(f"  {name}", f"{tokens[name]:,}", _usd(breakdown[name]), "")
+    split.add_row("[bold]output[/]", f"{tokens['output']:,}", _usd(totals["output_cost_usd"]),
+                  _pct(float(Decimal(totals["output_cost_usd"]) / whole)))
+    if Decimal(breakdown["batch_discount"]):
+        split.add_row("  batch discount (in the lines above)", "", _usd(breakdown["batch_discount"]), "")
+    console.print(split)
+
+    models = Table(title="By model", title_justify="left")
+    for col in ("model", "requests", "input", "output", "total"):
+        models.add_column(col, justify="left" if col == "model" else "right")
+    for row in data["by_model"][:top]:
+        b = row["breakdown"]
+        inp = sum(Decimal(b[k]) for k in ("input", "cache_write_5m", "cache_write_1h", "cache_read"))
+        models.add_row(row["model"], f"{row['requests']:,}", _usd(inp), _usd(b["output"]), _usd(row["cost_usd"]))
+    console.print(models)
+
+    fams = Table(title="Top templates by spend", title_justify="left")
+    for col in ("family", "template", "requests", "cost", "share", "output share"):
+        fams.add_column(col, justify="left" if col in ("family", "template") else "right", overflow="fold")
+    for row in data["top_templates"][:top]:
+        fams.add_row(row["family"], escape(row["label"]), f"{row['requests']:,}", _usd(row["cost_usd"]),
+                     _pct(row["share"]), _pct(row["output_share"]))
+    console.print(fams)
+
+    if len(data["by_day"]) > 1:
+        days = Table(title="By day", title_justify="left")
+        for col in ("day", "requests", "cost"):
+            days.add_column(col, justify="left" if col == "day" else "right")
+        for row in data["by_day"][-14:]:
+            days.add_row(row["day"], f"{row['requests']:,}", _usd(row["cost_usd"]))
+        console.print(days)
+
+    cache = Table(title="Cache, per family", title_justify="left")
+    for col in ("family", "requests", "hit ratio", "written", "read", "missed", "breakpoint", "TTL", "causes"):
+        cache.add_column(col, justify="left" if col in ("family", "breakpoint", "causes", "TTL") else "right",
+                         overflow="fold")
+    for row in data["cache"]["families"][:top]:
+        bp = row["breakpoint"]
+        ttl = row.get("ttl") or {}
+        cache.add_row(row["family"], f"{row['requests']:,}", _pct(row["hit_ratio"]), f"{row['written_tokens']:,}",
+                      f"{row['read_tokens']:,}", f"{row['missed_tokens']:,}",
+                      bp.get("path") or f"none (→ {bp.get('suggested_path')})",
+                      f"{ttl.get('current', '')} → {ttl.get('recommended', '')}",
+                      ", ".join(row["causes"]) or "[green]healthy[/]")
+    console.print(cache)
+
+    findings = [f for f in data["findings"] if f["lever"] in ("cache", "tokens")]
+    if findings:
+        console.print("[bold]Cache findings[/]")
+        for f in findings[: top * 2]:
+            where = f["block_path"] or ""
+            if f["offset"] is not None:
+                where += f" offset {f['offset']}"
+            lines = ", ".join(map(str, f["example_lines"]))
+            console.print(f"  [bold]{f['cause']}[/] in [cyan]{escape(f['family'])}[/] at [magenta]{escape(where)}[/]"
+                          f" (lines {lines}; {f['requests']:,} requests, saving {_usd(f['saving_usd'])})")
+            console.print(f"    [dim]{escape(f['fix'])}[/]")
+
+    if data["batch"]["families"]:
+        bt = Table(title="Batch: traffic nobody waits on", title_justify="left")
+        for col in ("family", "requests", "why", "cost now", "at 50%", "saving"):
+            bt.add_column(col, justify="left" if col in ("family", "why") else "right")
+        for row in data["batch"]["families"][:top]:
+            bt.add_row(row["family"], f"{row['requests']:,}", ", ".join(f"{k} {v}" for k, v in row["reasons"].items()),
+                       _usd(row["cost_now_usd"]), _usd(row["cost_batched_usd"]), _usd(row["saving_usd"]))
+        console.print(bt)
+
+    if data["rightsize"]["candidates"]:
+        rt = Table(title="Right-size candidates (hypotheses until `parity prove` passes)", title_justify="left")
+        for col in ("family", "model", "try", "why", "cost", "if proven", "saving"):
+            rt.add_column(col, justify="left" if col in ("family", "model", "try", "why") else "right",
+                          overflow="fold")
+        for row in data["rightsize"]["candidates"][:top]:
+            rt.add_row(row["family"], row["model"], row["candidate_model"], "; ".join(row["reasons"]),
+                       _usd(row["cost_usd"]), _usd(row["cost_if_proven_usd"]), _usd(row["saving_if_proven_usd"]))
+        console.print(rt)
+
+    savings = data["savings"]
+    stacked = savings["stacked"]
+    wf = Table(title="Savings, stacked (each lever on what the previous left)", title_justify="left")
+    for col in ("step", "saving", "spend after", "alone, on today's bill"):
+        wf.add_column(col, justify="left" if col == "step" else "right")
+    alone = {lv["lever"]: lv for lv in savings["levers"]}
+    wf.add_row("spend now", "", _usd(stacked["cost_before_usd"]), "")
+    for step in stacked["steps"]:
+        name = LEVER_NAMES[step["lever"]] + (" [yellow](hypothesis)[/]" if step["hypothesis"] else "")
+        wf.add_row(name, "-" + _usd(step["saving_usd"]), _usd(step["cost_after_usd"]),
+                   _usd(alone[step["lever"]]["saving_usd"]))
+    console.print(wf)
+    console.print(f"  proven levers: [bold]{_usd(stacked['saving_usd'])}[/] saved, "
+                  f"[bold]{stacked['blended_saving_pct']:.1f}%[/] blended; with right-size hypotheses: "
+                  f"{_usd(stacked['with_hypotheses']['saving_usd'])} ({stacked['with_hypotheses']['blended_saving_pct']:.1f}%)")
+    console.print("  [dim]assumptions:[/]")
+    for text in savings["assumptions"]:
+        console.print(f"  [dim]- {escape(text)}[/]")
+
+    if data["malformed"]:
+        console.print(f"[yellow]Skipped {totals['malformed']:,} line(s):[/]")
+        for m in data["malformed"][:top]:
+            console.print(f"  {escape(m['file'])}:{m['line']}: {escape(m['reason'])}")
+        if totals["malformed"] > top:
+            console.print(f"  … {totals['malformed'] - top:,} more in the JSON report")
+
+
+
+
+# --- the compact summary (the demo, notebooks) ---------------------------------------------------------------
+
+
+def _where(finding: Mapping[str, Any]) -> str:
+    where = finding.get("block_path") or ""
+    if finding.get("offset") is not None:
+        where += f" offset {finding['offset']}"
+    return where
+
+
+def print_audit(report: Any, console: Console | None = None, *, limit: int = 8) -> None:
+    """A one-screen summary of an audit: the input/output split, the `limit` findings that save most (cause,
+    block path, offset, example lines), and the savings per lever alone and stacked with the blended number.
+
+    `report` is an `AuditReport` or its JSON document. Cost findings (top spend) are left to the full report.
+    """
+    data: Mapping[str, Any] = getattr(report, "data", report)
+    console = console or Console()
+    totals = data["totals"]
+    whole = Decimal(totals["cost_usd"])
+    share = (lambda part: _pct(float(Decimal(part) / whole)) if whole else "0.0%")
+    line = (f"[bold]{_usd(totals['cost_usd'])}[/] over {totals['requests']:,} priced requests: "
+            f"input side {_usd(totals['input_cost_usd'])} ({share(totals['input_cost_usd'])}), "
+            f"output {_usd(totals['output_cost_usd'])} ({share(totals['output_cost_usd'])})")
+    if totals["malformed"]:
+        first = data["malformed"][0] if data["malformed"] else None
+        line += f"\n[yellow]{totals['malformed']:,} line(s) skipped[/]" + (
+            f" (first: {escape(str(first['file']))}:{first['line']}: {escape(first['reason'])})" if first else "")
+    console.print(line)
+
+    findings = [f for f in data["findings"] if f["lever"] != "cost"]
+    findings.sort(key=lambda f: -Decimal(f["saving_usd"]))
+    if findings:
+        table = Table(title="What the audit found", title_justify="left")
+        for col in ("lever", "family", "cause", "where", "lines", "requests", "saving"):
+            table.add_column(col, justify="right" if col in ("requests", "saving") else "left", overflow="fold")
+        for f in findings[:limit]:
+            saving = _usd(f["saving_usd"]) + (" if proven" if f.get("hypothesis") else "")
+            table.add_row(LEVER_NAMES[f["lever"]], escape(f["family"]), f["cause"], escape(_where(f)),
+                          ", ".join(map(str, f["example_lines"][:2])), f"{f['requests']:,}", saving)
+        console.print(table)
+        if len(findings) > limit:
+            console.print(f"  [dim]… {len(findings) - limit} more findings in the full report[/]")
+    else:
+        console.print("[green]No cache, batch or right-size finding.[/]")
+
+    savings = data["savings"]
+    stacked = savings["stacked"]
+    alone = ", ".join(f"{LEVER_NAMES[lv['lever']]} {_usd(lv['saving_usd'])}"
+                      + (" (hypothesis)" if lv.get("hypothesis") else "") for lv in savings["levers"])
+    steps = " → ".join(f"{LEVER_NAMES[s['lever']]} {_usd(s['cost_after_usd'])}" for s in stacked["steps"])
+    hyp = stacked["with_hypotheses"]
+    console.print(f"Each lever alone on today's bill: {alone} (these overlap; they do not add up).")
+    console.print(f"Stacked: {_usd(stacked['cost_before_usd'])} → {steps}. Proven levers save "
+                  f"[bold]{_usd(stacked['saving_usd'])}[/] ({stacked['blended_saving_pct']:.1f}% blended); with the "
+                  f"right-size hypothesis {_usd(hyp['saving_usd'])} ({hyp['blended_saving_pct']:.1f}%), which "
+                  "`parity prove` must confirm first.")
