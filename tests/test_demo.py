@@ -68,8 +68,17 @@ def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
     from parity.ledger.reader import read_ledger
 
     ledger = [e for _, e in read_ledger(str(tmp_path / "ledger.db"))]
+    from parity.ledger.reader import read_outcomes
+
+    outcomes = list(read_outcomes(str(tmp_path / "ledger.db")))
+    fallbacks = [o for o in outcomes if o.route == "fallback"]
+    # Each fallback follows a candidate answer that broke the label contract, recorded with the same reason.
+    assert fallbacks and all(o.reason_kind == "contract_label" for o in fallbacks)
+    rejected = [o for o in outcomes if o.route == "routed" and o.reason is not None]
+    assert sorted(o.reason for o in rejected) == sorted(o.reason for o in fallbacks)
     answered = [e for e in ledger if e.route in ("routed", "fallback")]
-    assert len(answered) == 300 and all(e.task == "ticket_triage" for e in answered)
+    assert len(answered) == 300 + len(fallbacks) and all(e.task == "ticket_triage" for e in answered)
+    assert f"Fallbacks to the baseline, the client getting the baseline's answer: {len(fallbacks)}" in out
     assert all(e.model_served.startswith("claude-haiku-4-5") for e in ledger if e.route == "routed")
     assert all(e.model_served.startswith("claude-opus-4-8") for e in ledger if e.route == "fallback")
     others = [e for e in ledger if e.route == "passthrough"]

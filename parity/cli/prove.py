@@ -1,5 +1,11 @@
 """`parity prove` and `parity verify`: tune a cheaper model's prompt, prove it non-inferior on the team's own
-prompts, write the certificate (and the routing policy when it passes); re-check a certificate offline."""
+prompts, write the certificate (and the routing policy when it passes); re-check a certificate offline.
+
+Exit codes of `parity prove`: 0 a candidate was proven and routed (switch); 1 the proof ran but nothing was
+proven (do not switch, or inconclusive: keep the baseline); 2 bad input (the message says what and where);
+130 interrupted (rerun the same command to resume from the run directory; nothing paid for is lost).
+`parity verify`: 0 verified, 1 the evidence does not give the stored verdict, 2 not a readable certificate.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from parity.cli.app import app, console
-from parity.errors import InputError
+from parity.cli.app import app, console, err_console
+from parity.errors import InputError, ParityError
 from parity.proof import certificate as certs
-from parity.proof.data import TaskData, load_emulator_family, load_jsonl, load_ledger
+from parity.proof.data import SPLIT_BYS, TaskData, load_emulator_family, load_jsonl, load_ledger
 from parity.proof.runner import SCORINGS, Event, ProveConfig, prove
 
 VERDICT_STYLE = {"switch": "bold green", "do_not_switch": "bold red", "inconclusive": "bold yellow"}
@@ -77,36 +83,64 @@ def prove_command(
     html: Optional[Path] = typer.Option(None, "--html", help="Also write the certificate as an HTML page."),
     scoring: str = typer.Option("auto", "--scoring", help=f"How prompts are scored: {', '.join(SCORINGS)}."),
     reference_guided: bool = typer.Option(False, "--reference-guided", help="Show the judge the gold answer."),
-    split_by: str = typer.Option("group", "--split-by", help="group (template/customer/conversation) or time."),
+    split_by: str = typer.Option("auto", "--split-by", help="group (conversation/customer/template), time, or auto (group when the groups allow it, else time). Never by row."),
     seed: int = typer.Option(0, "--seed", help="Seed for the splits, the test order and the optimiser."),
     no_optimize: bool = typer.Option(False, "--no-optimize", help="Test the candidate on the team's prompt as it is."),
     monthly_requests: Optional[int] = typer.Option(None, "--monthly-requests", help="Requests per month, for the projected saving."),
     emulator: bool = typer.Option(False, "--emulator", help="Send calls to the in-process emulator (implied by --emulator-family)."),
 ) -> None:
-    """Tune the candidate's prompt, then test on held-out prompts that it is as good as the baseline."""
-    config = ProveConfig(
-        task=task, baseline_model=baseline, candidate_models=tuple(candidate), judge_model=judge, margin=margin,
-        alpha=alpha, n_max=n_max, budget_usd=_budget(budget_usd), sync=sync, scoring=scoring,
-        reference_guided=reference_guided, split_by=split_by, seed=seed, optimize=not no_optimize,
-        monthly_requests=monthly_requests,
-    )
-    task_data = _load(task, data, ledger, emulator_family, n, seed, baseline)
-    client = _client(emulator or emulator_family is not None, seed)
-    directory = run_dir or Path(".parity") / "runs" / f"{task}-{config.digest()}"
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[stage]:<9}[/]"), TextColumn("{task.description}"),
-                  BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False) as bar:
-        rows: dict[str, Any] = {}
+    """Tune the candidate's prompt, then test on held-out prompts that it is as good as the baseline.
 
-        def on_event(event: Event) -> None:
-            stage = event.stage
-            if stage not in rows:
-                rows[stage] = bar.add_task(escape(event.message), stage=stage, total=event.total)
-            bar.update(rows[stage], description=escape(event.message[:90]), total=event.total,
-                       completed=event.done if event.done is not None else None)
-
-        outcome = prove(config, task_data, client, run_dir=directory, progress=on_event, policy_path=policy,
-                        html_path=html)
+    Exit 0 on a switch, 1 when nothing was proven (keep the baseline), 2 on bad input, 130 when interrupted.
+    """
+    directory: Path | None = run_dir
+    try:
+        if split_by not in SPLIT_BYS:
+            raise InputError(f"unknown split {split_by!r}; use one of {', '.join(SPLIT_BYS)}", field="split-by")
+        config = ProveConfig(
+            task=task, baseline_model=baseline, candidate_models=tuple(candidate), judge_model=judge,
+            margin=margin, alpha=alpha, n_max=n_max, budget_usd=_budget(budget_usd), sync=sync, scoring=scoring,
+            reference_guided=reference_guided, split_by=split_by, seed=seed, optimize=not no_optimize,
+            monthly_requests=monthly_requests,
+        )
+        directory = run_dir or Path(".parity") / "runs" / f"{task}-{config.digest()}"
+        with _progress() as bar:
+            loading = bar.add_task("reading the prompts", stage="data", total=None)
+            task_data = _load(task, data, ledger, emulator_family, n, seed, baseline)
+            bar.update(loading, description=escape(f"{len(task_data.items)} prompts from {task_data.source}"))
+            client = _client(emulator or emulator_family is not None, seed)
+            outcome = prove(config, task_data, client, run_dir=directory, progress=_rows(bar, {"data": loading}),
+                            policy_path=policy, html_path=html)
+    except ParityError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted.[/] Everything paid for so far is kept; run the same command again "
+                          f"to resume{f' (--run-dir {directory})' if directory else ''}.", highlight=False)
+        raise typer.Exit(130) from None
     _print_outcome(outcome, directory)
+    if outcome.certificate["decision"]["verdict"] != "switch":
+        raise typer.Exit(1)
+
+
+def _progress() -> Progress:
+    """One row per stage (data, baseline, optimise, test, calls, policy), updated as the run goes."""
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[stage]:<9}[/]"), TextColumn("{task.description}"),
+                    BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+
+
+def _rows(bar: Progress, rows: dict[str, Any]):
+    def on_event(event: Event) -> None:
+        stage = event.stage
+        if stage not in rows:
+            for row in rows.values():  # a stage with no count of its own is done once the next one starts
+                if bar.tasks[row].total is None:
+                    bar.update(row, total=1, completed=1)
+            rows[stage] = bar.add_task(escape(event.message[:90]), stage=stage, total=event.total)
+        bar.update(rows[stage], description=escape(event.message[:90]), total=event.total,
+                   completed=event.done if event.done is not None else None)
+
+    return on_event
 
 
 def _print_outcome(outcome: Any, directory: Path) -> None:
@@ -145,7 +179,11 @@ def _fmt(value: Any) -> str:
 @app.command("verify")
 def verify_command(path: Path = typer.Argument(..., help="certificate.json written by `parity prove`.")) -> None:
     """Recompute a certificate's verdict from its stored scores, offline; exit 1 if it does not hold."""
-    result = certs.verify(path)
+    try:
+        result = certs.verify(path)
+    except ParityError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
     table = Table(title=f"parity verify: {result.certificate_id}")
     for col in ("candidate", "stored", "recomputed", "n stored", "n recomputed", "estimate"):
         table.add_column(col)

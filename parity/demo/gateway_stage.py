@@ -24,7 +24,7 @@ from parity.emulator.transport import EventLoopThread, SyncASGITransport
 from parity.exchange import Exchange
 from parity.gateway.app import create_gateway
 from parity.gateway.config import GatewayConfig
-from parity.ledger.reader import read_ledger
+from parity.ledger.reader import read_ledger, read_outcomes
 from parity.policy import Policy
 
 
@@ -62,8 +62,9 @@ def replay_through_gateway(emulator: Emulator, recorded: Recorded, policy: Polic
     ledger = [e for _, e in read_ledger(str(ledger_path)) if isinstance(e, Exchange)]
     tasks = {t for s in steps for t in (s.tags["task"],)}
     before = bill(e for e in recorded.exchanges if e.task in tasks and not e.batch)
-    routes = Counter(e.route or "passthrough" for e in ledger)
-    reasons = Counter(e.tags.get("reason", "") for e in ledger if e.route == "fallback")
+    outcomes = list(read_outcomes(str(ledger_path)))
+    routes = Counter(o.route or "passthrough" for o in outcomes)
+    reasons = Counter(o.reason_kind or "unspecified" for o in outcomes if o.route == "fallback")
     return Replay(ledger, before, bill(ledger), routes, reasons)
 
 
@@ -80,9 +81,10 @@ def print_replay(console: Console, replay: Replay) -> None:
     saved = replay.before.total.total - replay.after.total.total
     pct = saved / replay.before.total.total if replay.before.total.total else 0
     routes = ", ".join(f"{name} {n}" for name, n in sorted(replay.routes.items()))
-    reasons = ", ".join(f"{r or 'unspecified'} {n}" for r, n in replay.reasons.most_common()) or "none"
-    console.print(f"Saved {usd(saved)} ({pct:.1%}) on this traffic. Ledger routes: {routes}.\n"
-                  f"Fallbacks to the baseline (the client got the baseline's answer): "
-                  f"{replay.routes.get('fallback', 0)} ({reasons}).")
+    reasons = ", ".join(f"{r} {n}" for r, n in replay.reasons.most_common()) or "none"
+    console.print(f"Saved {usd(saved)} ({pct:.1%}) on this traffic, the rejected candidate answers included. "
+                  f"Ledger rows by route: {routes}.\n"
+                  f"Fallbacks to the baseline, the client getting the baseline's answer: "
+                  f"{replay.routes.get('fallback', 0)}, by reason: {reasons}.")
 
 

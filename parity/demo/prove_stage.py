@@ -55,8 +55,10 @@ def prove_tasks(emulator: Emulator, recorded: Recorded, console: Console, out: P
             if not rows:
                 continue
             data = items_from_exchanges(rows, task=task, source="demo-log")
+            # No gold answers in the log: the baseline-class judge rules on each pair of answers (`--scoring judge`);
+            # the label set read from the baseline's answers still becomes the routed task's output contract.
             config = ProveConfig(task=task, baseline_model=baselines[task], candidate_models=(CANDIDATE,),
-                                 n_max=n_max, monthly_requests=len(rows) * days_per_month)
+                                 n_max=n_max, scoring="judge", monthly_requests=len(rows) * days_per_month)
             bar = progress.add_task(f"prove {task}", total=None)
             outcome = prove(config, data, emulator.client(max_retries=2), run_dir=out / "runs" / task,
                             progress=_on_event(progress, bar), html_path=out / f"certificate-{task}.html",

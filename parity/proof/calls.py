@@ -93,11 +93,15 @@ def message_text(message: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def estimate_cost(params: Mapping[str, Any], *, batch: bool, table: pricing.PriceTable | None = None) -> Decimal:
-    """An upper bound on one call's cost: padded input tokens priced as cache writes, plus max_tokens of output."""
+def estimate_cost(params: Mapping[str, Any], *, batch: bool, table: pricing.PriceTable | None = None,
+                  extra_input_tokens: int = 0) -> Decimal:
+    """An upper bound on one call's cost: padded input tokens priced as cache writes, plus max_tokens of output.
+
+    `extra_input_tokens` covers input not written yet (a judge call's estimate before the answer it will judge
+    exists: that answer's max_tokens)."""
     from parity.emulator.tokenizer import count_request
 
-    tokens = int(Decimal(count_request(params)) * INPUT_SAFETY) + 1
+    tokens = int(Decimal(count_request(params) + extra_input_tokens) * INPUT_SAFETY) + 1
     usage = {
         "input_tokens": 0,
         "cache_creation_input_tokens": tokens,
@@ -221,6 +225,19 @@ class Caller:
         return total
 
     # ---- budget -------------------------------------------------------------------------------------------------
+
+    def reserve(self, calls: Sequence[Call], extra: Decimal = Decimal(0), *, what: str = "calls") -> None:
+        """Raise BudgetExhausted now, before anything is sent, when `calls` plus `extra` (the worst case of the
+        calls that will follow from them, e.g. judging their answers) could pass the budget."""
+        if self.spend.limit is None:
+            return
+        worst = self.estimate(calls) + extra
+        if self.spend.total + worst > self.spend.limit:
+            raise BudgetExhausted(
+                f"the next {what} could cost up to ${worst:.4f}; ${self.spend.total:.4f} of the ${self.spend.limit} "
+                "budget is spent. Stopping before spending more (raise --budget-usd to go on; the run directory "
+                "keeps everything paid for so far)"
+            )
 
     def _guard(self, todo: list[Call], keys: list[str]) -> None:
         if self.spend.limit is None:

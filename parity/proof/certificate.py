@@ -81,6 +81,7 @@ def build(
     baseline_cost: Decimal | None,
     monthly_requests: int | None,
     contract: Contract,
+    proof_at_standard_prices: Decimal | None = None,
 ) -> dict[str, Any]:
     """The certificate as a JSON-ready dict, its id included."""
     from parity.proof.calls import request_key
@@ -129,6 +130,7 @@ def build(
         "contract": asdict(contract),
         "cost": {
             "proof": spend.to_dict(),
+            "proof_at_standard_prices": _dec(proof_at_standard_prices),
             "baseline_per_request": _dec(baseline_cost),
             "candidate_per_request": _dec(after),
             "saving_per_request": _dec(saving),
@@ -216,11 +218,16 @@ class VerifyResult:
 
 
 def _recompute_x(obs: Mapping[str, Any], scoring: Any) -> float:
-    from parity.proof.judge import Judgment, candidate_score
+    """The per-prompt score from its evidence: the judge's two replies, or the scorer's inputs."""
+    from parity.proof.judge import Judgment, candidate_score, same_answer
     from parity.proof.judge_prompt import parse_verdict
 
     if scoring.mode == "judge":
         judgment = Judgment.from_dict(obs["judgment"])
+        if any(o.identical for o in judgment.orders):
+            # a tie without a judge call is allowed only where the two answers really are the same text
+            same = same_answer(obs["baseline_output"] or "", obs["candidate_output"])
+            return 0.5 if same and all(o.identical for o in judgment.orders) else math.nan
         scores = [candidate_score(parse_verdict(o.text) or "tie", o.candidate_position) for o in judgment.orders]
         return sum(scores) / 2.0
     if scoring.mode == "paired-gold":
@@ -363,9 +370,11 @@ def render_html(cert: Mapping[str, Any]) -> str:
     rows = [(purpose, _money(amount)) for purpose, amount in proof["by_purpose"].items()]
     rows.append(("total", _money(proof["spent"])))
     page.table(["calls for", "cost"], rows, numeric=[1])
+    standard = cost.get("proof_at_standard_prices")
     page.paragraph(f"Budget: {_money(proof['limit']) if proof['limit'] else 'none set'}; "
-                   f"{'Message Batches (50% off)' if params['batch'] else 'synchronous calls'}. {cost['note']}.",
-                   muted=True)
+                   f"{'Message Batches (50% off)' if params['batch'] else 'synchronous calls'}"
+                   + (f"; the same calls at standard prices: {_money(standard)}" if standard else "")
+                   + f". {cost['note']}.", muted=True)
     page.paragraph(f"Re-check this verdict offline: parity verify certificate.json (id {cert['id']}).", muted=True)
     return page.render()
 
@@ -402,7 +411,7 @@ def _candidate_section(page: Any, cand: Mapping[str, Any], cert: Mapping[str, An
         page.paragraph("No test prompt was scored.", muted=True)
     if diag.get("strata"):
         page.heading("Per stratum", 3)
-        page.table(["stratum", "n", "mean score", "wins", "ties", "losses"],
+        page.table(["stratum", "n", "mean score (½ = as good)", "wins", "ties", "losses"],
                    [(s["stratum"], s["n"], _num(s["mean"]), s["wins"], s["ties"], s["losses"]) for s in diag["strata"]],
                    numeric=[1, 2, 3, 4, 5])
     page.heading("Diagnostics", 3)
@@ -412,7 +421,8 @@ def _candidate_section(page: Any, cand: Mapping[str, Any], cert: Mapping[str, An
         rows += [("length-controlled estimate", _num(diag["length_controlled"])),
                  ("swap inconsistency", _pct(diag.get("swap_inconsistency"))),
                  ("tie rate (single orders)", _pct(diag.get("tie_rate"))),
-                 ("verdicts malformed twice (counted as ties)", diag.get("malformed", 0))]
+                 ("verdicts malformed twice (counted as ties)", diag.get("malformed", 0)),
+                 ("identical answers (ties; the judge was not asked)", diag.get("identical", 0))]
     rows.append(("cost per request with the tuned prompt", _money(cand.get("cost_per_request"))))
     page.table(["measure", "value"], rows, numeric=[1])
     page.heading("Tuned prompt", 3)

@@ -24,11 +24,13 @@ from parity.errors import InputError, ParityError
 from parity.exchange import Exchange, Rejected, read_jsonl
 
 Kind = Literal["label", "number", "json", "text"]
-SplitBy = Literal["group", "time"]
+SplitBy = Literal["auto", "group", "time"]
+SPLIT_BYS = ("auto", "group", "time")
 DEFAULT_FRACTIONS = (0.2, 0.3, 0.5)
 """train / validation / test (reference §3.6: about 20% / 30% / the rest)."""
 MAX_LABELS = 30
 MAX_LABEL_CHARS = 40
+LABEL_COVERAGE = 0.95
 
 
 @dataclass(frozen=True)
@@ -131,14 +133,14 @@ def items_from_exchanges(
     """Proof items from logged exchanges of one task (tag `task`, or every row when task is None).
 
     The logged response is the baseline's output. Rows that failed (an error, no response) are skipped and
-    counted in `rejected`; a file with no usable row is an InputError.
+    counted in `rejected`. A row that cannot be read at all is an InputError naming its file and line: a
+    proof must not quietly run on part of the data. A source with no usable row is an InputError too.
     """
     items: list[ProofItem] = []
     rejected: list[str] = []
     for line, row in rows:
         if isinstance(row, Rejected):
-            rejected.append(f"{row.file}:{row.line}: {row.reason}")
-            continue
+            raise InputError(f"{row.reason}; fix or delete this line, then run again", file=row.file, line=row.line)
         if task is not None and row.task not in (None, task):
             continue  # another task's row; untagged rows are kept (a file of one task may leave the tag off)
         if row.response is None or row.error is not None:
@@ -166,6 +168,9 @@ def items_from_exchanges(
 
 def load_jsonl(path: str | Path, *, task: str | None = None) -> TaskData:
     """A task's prompts and the baseline's logged outputs from an Exchange JSONL file."""
+    if not Path(path).is_file():
+        raise InputError("no such file; give the Exchange JSONL log of the task (one request/response per line)",
+                         file=str(path))
     return items_from_exchanges(read_jsonl(path), task=task, source=str(path))
 
 
@@ -220,18 +225,35 @@ def infer_kind(items: Sequence[ProofItem]) -> Kind:
             pass
     if parsed >= 0.9 * len(outputs):
         return "json"
-    distinct = {o.strip().casefold() for o in outputs}
-    if len(distinct) <= MAX_LABELS and max(len(o) for o in outputs) <= MAX_LABEL_CHARS:
-        return "label"
-    return "text"
+    return "label" if closed_set(outputs) is not None else "text"
+
+
+def closed_set(outputs: Sequence[str]) -> list[str] | None:
+    """The labels of logged answers that come from a small closed set, else None.
+
+    Logged answers slip now and then (`Label: billing`, a label plus a sentence), so the set is the short answers
+    seen at least twice, and it counts as closed when they cover at least LABEL_COVERAGE of the answers.
+    """
+    if not outputs:
+        return None
+    forms: dict[str, Counter[str]] = {}
+    for text in outputs:
+        forms.setdefault(text.strip().casefold(), Counter())[text.strip()] += 1
+    labels = [c.most_common(1)[0][0] for key, c in forms.items()
+              if sum(c.values()) >= 2 and 0 < len(key) <= MAX_LABEL_CHARS]
+    covered = sum(sum(forms[label.casefold()].values()) for label in labels)
+    if not labels or len(labels) > MAX_LABELS or covered < LABEL_COVERAGE * len(outputs):
+        return None
+    return sorted(labels)
 
 
 def label_set(items: Sequence[ProofItem]) -> list[str]:
-    """The task's labels: the distinct gold labels, else the distinct baseline answers."""
-    values = [str(i.gold) for i in items if i.gold is not None] or [
-        i.baseline_output.strip() for i in items if i.baseline_output
-    ]
-    return sorted(set(values))
+    """The task's labels: the distinct gold labels, else the closed set of the baseline's answers."""
+    golds = [str(i.gold) for i in items if i.gold is not None]
+    if golds:
+        return sorted(set(golds))
+    outputs = [i.baseline_output for i in items if i.baseline_output]
+    return closed_set(outputs) or sorted({o.strip() for o in outputs})
 
 
 def gold_text(item: ProofItem) -> str | None:
@@ -343,11 +365,26 @@ def split(
     seed: int = 0,
 ) -> Splits:
     """Split by group (every prompt of a group lands in one split; groups shuffled with `seed`) or by time
-    (oldest prompts train, newest test). Never by row."""
+    (oldest prompts train, newest test). Never by row.
+
+    `auto` splits by group when there are at least three groups and none holds more than half the prompts
+    (a log of one template with no customer or conversation tags is a single group), else by time when every
+    prompt has a timestamp. The method used is recorded in `Splits.by`.
+    """
     f_train, f_val, _ = _check_fractions(fractions)
     if len(items) < 3:
         raise InputError(f"{len(items)} prompts cannot fill three splits; a proof needs dozens at least")
     n = len(items)
+    if by == "auto":
+        sizes = Counter(i.group for i in items)
+        if len(sizes) >= 3 and max(sizes.values()) <= n / 2:
+            by = "group"
+        elif all(i.started_at is not None for i in items):
+            by = "time"
+        else:
+            raise InputError(f"the prompts fall into {len(sizes)} groups (largest {max(sizes.values())} of {n}) and "
+                             "have no timestamps, so neither a group nor a time split is possible. Tag rows with "
+                             "customer or conversation, or log started_at", field="split-by")
     if by == "time":
         if any(i.started_at is None for i in items):
             raise InputError("a time split needs a timestamp on every prompt; use --split-by group instead",
@@ -360,7 +397,7 @@ def split(
         cuts = {"train_until": str(parts[0][-1].started_at), "validation_until": str(parts[1][-1].started_at)}
         return Splits(tuple(parts[0]), tuple(parts[1]), SealedSplit(parts[2]), "time", seed, cuts)
     if by != "group":
-        raise InputError(f"unknown split {by!r}; use 'group' or 'time'", field="split-by")
+        raise InputError(f"unknown split {by!r}; use one of {', '.join(SPLIT_BYS)}", field="split-by")
     by_group: dict[str, list[ProofItem]] = {}
     for item in items:
         by_group.setdefault(item.group, []).append(item)
@@ -393,6 +430,7 @@ def split(
 
 __all__ = [
     "DEFAULT_FRACTIONS",
+    "SPLIT_BYS",
     "ProofItem",
     "SealedSplit",
     "Splits",

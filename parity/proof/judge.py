@@ -7,6 +7,9 @@ reports (reference proof-science §1.2, §1.5).
 - The baseline's output is the anchor and the judge is the baseline model or a stronger one, never the
   candidate's: self-preference toward the baseline only makes switching harder.
 - A reply with no verdict token is asked once more; a second failure counts as a tie and is reported.
+- Answers that are the same text (surrounding whitespace aside) are a tie without asking the judge (reference
+  §5: "an exact hash counts as a tie"): both orders would be the same request, so a judge could only add noise
+  and cost. Such orders are marked `identical` and the certificate check confirms the texts really match.
 - Diagnostics: swap inconsistency, tie rate, length ratio, a length-controlled estimate (the minimal
   AlpacaEval GLM of §1.3: a logistic regression of the preference on tanh(Δlength / sd)), and a per-stratum
   breakdown; warnings when LC and raw differ by more than 5 points or the candidate is more than 20% longer.
@@ -16,15 +19,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from parity import catalog
 from parity.errors import InputError
-from parity.proof.calls import Call, Caller
-from parity.proof.judge_prompt import parse_verdict, question_text, render_pairwise
+from parity.proof.calls import Call, Caller, estimate_cost
+from parity.proof.judge_prompt import (
+    A_END,
+    A_START,
+    B_END,
+    B_START,
+    QUESTION_START,
+    parse_verdict,
+    question_text,
+    render_pairwise,
+)
 
 JUDGE_MAX_TOKENS = 512
 RETRY_NUDGE = (
@@ -34,6 +47,7 @@ RETRY_NUDGE = (
 LC_WARN_POINTS = 0.05
 LENGTH_WARN_RATIO = 1.2
 LINE_RANK = {"haiku": 0, "sonnet": 1, "opus": 2, "fable": 3, "mythos": 3}
+IDENTICAL_TEXT = "The two answers are the same text: a tie, without asking the judge."
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -80,6 +94,8 @@ class OrderVerdict:
     retried: bool = False
     malformed: bool = False
     """No verdict even after asking again: counted as a tie."""
+    identical: bool = False
+    """The two answers are the same text: a tie, and the judge was not asked."""
 
 
 @dataclass(frozen=True)
@@ -124,20 +140,61 @@ def candidate_score(verdict: str, candidate_position: str) -> float:
     return 1.0 if verdict == candidate_position else 0.0
 
 
+CACHED = {"type": "ephemeral"}
+
+
+def _system_text(request: Mapping[str, Any]) -> str:
+    system = request.get("system")
+    if isinstance(system, list):
+        return "\n\n".join(str(b.get("text", "")) for b in system if isinstance(b, Mapping))
+    return str(system or "")
+
+
 def judge_params(model: str, question: str, answer_a: str, answer_b: str, *, reference: str | None = None,
-                 max_tokens: int = JUDGE_MAX_TOKENS) -> dict[str, Any]:
-    """THE judge request: the fixed instructions as a cached system prefix, the pair in the user turn.
+                 task_system: str | None = None, max_tokens: int = JUDGE_MAX_TOKENS) -> dict[str, Any]:
+    """THE judge request, laid out so that what repeats is read from the prompt cache.
+
+    The text is exactly `render_pairwise`'s; only its user turn is cut into blocks that concatenate back to it:
+    1. the judge's fixed instructions (the system prompt): the same on every judge call;
+    2. the start of the question up to the end of the task's own system prompt (`task_system`): the same on
+       every prompt of the task, often the longest part (a policy manual, a schema);
+    3. the rest of the question (and the reference): the same in both orders of one prompt;
+    4. the two answers, which change every call.
+    Each of 1–3 ends in a cache breakpoint, so the second order of a prompt reads 1–3 and every other prompt of
+    the task reads 1–2 at a tenth of the price. A prefix below the model's minimum cacheable length is simply
+    not cached (no charge), as on the API.
 
     No `temperature`: the current API version rejects it (claude-api.md §0), so judging both orders is what
     removes the order effect rather than a temperature setting.
     """
     system, messages = render_pairwise(question, answer_a, answer_b, reference=reference)
+    user = messages[0]["content"][0]["text"]
+    answers = f"{A_START}\n{answer_a}\n{A_END}\n\n{B_START}\n{answer_b}\n{B_END}"
+    cuts: list[int] = []
+    if task_system:
+        shared = f"{QUESTION_START}\n[System]\n{task_system}\n\n"
+        if user.startswith(shared):
+            cuts.append(len(shared))
+    if user.endswith(answers) and len(user) > len(answers):
+        cuts.append(len(user) - len(answers))
+    bounds = [0, *cuts, len(user)]
+    blocks: list[dict[str, Any]] = []
+    for k, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        block: dict[str, Any] = {"type": "text", "text": user[start:end]}
+        if k < len(cuts):
+            block["cache_control"] = dict(CACHED)
+        blocks.append(block)
     return {
         "model": model,
         "max_tokens": max_tokens,
-        "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
-        "messages": messages,
+        "system": [{"type": "text", "text": system, "cache_control": dict(CACHED)}],
+        "messages": [{"role": "user", "content": blocks}],
     }
+
+
+def same_answer(baseline_output: str, candidate_output: str) -> bool:
+    """True when the two answers are the same text once surrounding whitespace is trimmed."""
+    return baseline_output.strip() == candidate_output.strip()
 
 
 def _retry_params(params: Mapping[str, Any], reply: str) -> dict[str, Any]:
@@ -170,31 +227,46 @@ class Judge:
     def _params(self, pair: PairToJudge) -> tuple[dict[str, Any], dict[str, Any]]:
         question = question_text(pair.request)
         ref = pair.reference if self.reference_guided else None
+        task_system = _system_text(pair.request)
         first = judge_params(self.model, question, pair.baseline_output, pair.candidate_output, reference=ref,
-                             max_tokens=self.max_tokens)  # candidate as B
+                             task_system=task_system, max_tokens=self.max_tokens)  # candidate as B
         second = judge_params(self.model, question, pair.candidate_output, pair.baseline_output, reference=ref,
-                              max_tokens=self.max_tokens)  # candidate as A
+                              task_system=task_system, max_tokens=self.max_tokens)  # candidate as A
         return first, second
 
+    def worst_case(self, pairs: Sequence[PairToJudge], answer_tokens: int) -> Decimal:
+        """Most that judging `pairs` can cost before the candidate's answers exist (`candidate_output` may be
+        empty): both orders, each with `answer_tokens` more input for the answer and the full max_tokens out."""
+        return sum((estimate_cost(p, batch=not self.caller.sync, table=self.caller.table,
+                                  extra_input_tokens=answer_tokens)
+                    for pair in pairs for p in self._params(pair)), Decimal(0))
+
     def calls(self, pairs: Sequence[PairToJudge]) -> list[Call]:
-        """The first-round judge calls for `pairs` (for budget estimates)."""
-        return [Call("judge", p) for pair in pairs for p in self._params(pair)]
+        """The first-round judge calls for `pairs` (for budget estimates); identical answers need none."""
+        return [Call("judge", p) for pair in pairs if not same_answer(pair.baseline_output, pair.candidate_output)
+                for p in self._params(pair)]
 
     def judge(self, pairs: Sequence[PairToJudge]) -> list[Judgment]:
         """Judge every pair in both orders; malformed verdicts are asked once more (one extra wave)."""
-        params = [self._params(pair) for pair in pairs]
-        flat = [p for both in params for p in both]
-        results = self.caller.run([Call("judge", p) for p in flat])
+        asked = [n for n, pair in enumerate(pairs) if not same_answer(pair.baseline_output, pair.candidate_output)]
+        flat = [p for n in asked for p in self._params(pairs[n])]
+        results = self.caller.run([Call("judge", p) for p in flat]) if flat else []
         retry_idx = [i for i, r in enumerate(results) if parse_verdict(r.text) is None]
         retried: dict[int, Any] = {}
         if retry_idx:
             again = self.caller.run([Call("judge", _retry_params(flat[i], results[i].text)) for i in retry_idx])
             retried = dict(zip(retry_idx, again))
+        slot = {n: k for k, n in enumerate(asked)}
         out = []
         for n, pair in enumerate(pairs):
+            if n not in slot:
+                tie = [OrderVerdict(position, "tie", 0.5, IDENTICAL_TEXT, "", identical=True) for position in "BA"]
+                out.append(Judgment(pair.item_id, (tie[0], tie[1]), len(pair.baseline_output),
+                                    len(pair.candidate_output), pair.stratum))
+                continue
             orders = []
             for k, position in ((0, "B"), (1, "A")):
-                i = 2 * n + k
+                i = 2 * slot[n] + k
                 result = retried.get(i, results[i])
                 verdict = parse_verdict(result.text)
                 malformed = verdict is None
@@ -258,9 +330,12 @@ class Diagnostics:
     """Candidate characters / baseline characters, summed over prompts."""
     length_controlled: float | None = None
     swap_inconsistency: float | None = None
+    """Share of judged prompts whose two orders disagree (prompts with identical answers left out)."""
     tie_rate: float | None = None
-    """Share of single-order verdicts that were ties."""
+    """Share of the judge's single-order verdicts that were ties (prompts with identical answers left out)."""
     malformed: int = 0
+    identical: int = 0
+    """Prompts where both answers were the same text: ties without a judge call."""
     strata: tuple[StratumRow, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -306,7 +381,8 @@ def diagnose(judgments: Sequence[Judgment]) -> Diagnostics:
     raw = float(np.mean(scores))
     lc = length_controlled(scores, base, cand)
     ratio = sum(cand) / max(1, sum(base))
-    verdicts = [o.verdict for j in judgments for o in j.orders]
+    judged = [j for j in judgments if not any(o.identical for o in j.orders)]
+    verdicts = [o.verdict for j in judged for o in j.orders]
     malformed = sum(o.malformed for j in judgments for o in j.orders)
     warnings = _length_warning(ratio)
     if math.isfinite(lc) and abs(lc - raw) > LC_WARN_POINTS:
@@ -317,8 +393,9 @@ def diagnose(judgments: Sequence[Judgment]) -> Diagnostics:
     return Diagnostics(
         n=len(judgments), raw=raw, wins=_wtl(scores)[0], ties=_wtl(scores)[1], losses=_wtl(scores)[2],
         length_ratio=ratio, length_controlled=lc,
-        swap_inconsistency=sum(j.inconsistent for j in judgments) / len(judgments),
-        tie_rate=verdicts.count("tie") / len(verdicts), malformed=malformed,
+        swap_inconsistency=sum(j.inconsistent for j in judged) / len(judged) if judged else None,
+        tie_rate=verdicts.count("tie") / len(verdicts) if verdicts else None, malformed=malformed,
+        identical=len(judgments) - len(judged),
         strata=_strata([(j.stratum, j.score) for j in judgments]), warnings=tuple(warnings),
     )
 
@@ -349,4 +426,5 @@ __all__ = [
     "diagnose_scores",
     "judge_params",
     "length_controlled",
+    "same_answer",
 ]

@@ -70,7 +70,7 @@ class ProveConfig:
     sync: bool = False
     scoring: str = "auto"
     reference_guided: bool = False
-    split_by: str = "group"
+    split_by: str = "auto"
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     seed: int = 0
     optimize: bool = True
@@ -270,21 +270,10 @@ class _Run:
     # ---- baseline outputs ---------------------------------------------------------------------------------------
 
     def baseline_outputs(self, items: Sequence[ProofItem]) -> list[ProofItem]:
-        """Items with the baseline's output: logged where it was, called (as the team sends it) where not."""
-        missing = [i for i in items if i.baseline_output is None]
-        if not missing:
-            return list(items)
-        self.tell("baseline", f"calling the baseline {self.config.baseline_model} for {len(missing)} prompts")
-        calls = [Call("baseline", {**i.request, "model": self.config.baseline_model}) for i in missing]
-        results = self.caller.run(calls)
-        filled = {i.id: (r.text, r.usage) for i, r in zip(missing, results)}
-        out = []
-        for item in items:
-            if item.id in filled:
-                text, usage = filled[item.id]
-                item = ProofItem(**{**asdict_shallow(item), "baseline_output": text, "baseline_usage": usage})
-            out.append(item)
-        return out
+        missing = sum(i.baseline_output is None for i in items)
+        if missing:
+            self.tell("baseline", f"calling the baseline {self.config.baseline_model} for {missing} prompts")
+        return fill_baseline_outputs(self.caller, self.config.baseline_model, items)
 
     # ---- candidate calls and scoring ----------------------------------------------------------------------------
 
@@ -363,7 +352,16 @@ class _Run:
         return result.best, result.to_dict(), notes
 
     def _score_flat(self, model: str, flat: Sequence[tuple[int, TunedPrompt, ProofItem]], scoring: Scoring):
-        results = self.caller.run([Call("candidate", self.candidate_request(model, p, i)) for _, p, i in flat])
+        calls = [Call("candidate", self.candidate_request(model, p, i)) for _, p, i in flat]
+        if scoring.mode == "judge" and self.caller.spend.limit is not None:
+            # estimate the judging too before paying for answers that the budget could not then judge
+            assert self.judge is not None
+            answer_tokens = max(int(c.params.get("max_tokens") or 0) for c in calls)
+            placeholders = [PairToJudge(i.id, i.request, i.baseline_output or "", "", gold_reference(i), i.stratum)
+                            for _, _, i in flat]
+            self.caller.reserve(calls, self.judge.worst_case(placeholders, answer_tokens),
+                                what=f"{len(calls)} candidate answers and their judging")
+        results = self.caller.run(calls)
         if scoring.mode != "judge":
             return [(*scoring.observe(i, r.text), r, None) for (_, _, i), r in zip(flat, results)]
         assert self.judge is not None
@@ -390,6 +388,9 @@ class _Run:
             try:
                 scored = self.score_items(model, prompt, chunk, scoring)
             except BudgetExhausted as exc:
+                if len(chunk) > 1:  # a smaller wave may still fit: use the budget to the last prompt it can pay for
+                    size = max(1, len(chunk) // 2)
+                    continue
                 self.tell("test", f"{model}: {exc}")
                 budget_stop = True
                 break
@@ -418,6 +419,23 @@ class _Run:
 
 def asdict_shallow(item: ProofItem) -> dict[str, Any]:
     return {f: getattr(item, f) for f in item.__dataclass_fields__}
+
+
+def fill_baseline_outputs(caller: Caller, baseline_model: str, items: Sequence[ProofItem]) -> list[ProofItem]:
+    """Items with the baseline's output: the logged one where the logs have it, otherwise the baseline is called
+    with the request exactly as the team sends it (one paid call per missing prompt, cached in the run dir)."""
+    missing = [i for i in items if i.baseline_output is None]
+    if not missing:
+        return list(items)
+    results = caller.run([Call("baseline", {**i.request, "model": baseline_model}) for i in missing])
+    filled = {i.id: (r.text, r.usage) for i, r in zip(missing, results)}
+    out = []
+    for item in items:
+        if item.id in filled:
+            text, usage = filled[item.id]
+            item = ProofItem(**{**asdict_shallow(item), "baseline_output": text, "baseline_usage": usage})
+        out.append(item)
+    return out
 
 
 def _run_dir_manifest(run_dir: Path, config: ProveConfig, data: TaskData) -> dict[str, Any]:
@@ -462,6 +480,7 @@ def prove(
     if config.baseline_model in config.candidate_models:
         raise InputError("the baseline is also listed as a candidate; a candidate must be another model",
                          field="candidate")
+    _check_logged_model(config.baseline_model, data)
     run_dir = Path(run_dir)
     manifest = _run_dir_manifest(run_dir, config, data)
     caller_kwargs: dict[str, Any] = {"sync": config.sync, "budget_usd": config.budget_usd, "table": table}
@@ -504,7 +523,7 @@ def prove(
         config=config, manifest=manifest, data=data, splits=splits, items=items, scoring=scoring,
         judge_model=judge_model, outcomes=outcomes, chosen=chosen, spend=caller.spend,
         baseline_cost=_mean(baseline_costs), monthly_requests=_monthly_requests(config, items),
-        contract=_contract(scoring, items),
+        contract=_contract(scoring, items), proof_at_standard_prices=standard_price_of_calls(run_dir, table),
     )
     cert_path = certs.write_json(cert, run_dir / "certificate.json")
     out_html = None
@@ -517,6 +536,26 @@ def prove(
             upsert_task(policy_path, entry)
             run.tell("policy", f"routed {config.task} to {chosen.model} in {policy_path}")
     return ProveOutcome(cert, cert_path, out_html, outcomes, chosen, entry, caller.network_calls, caller.spend.total)
+
+
+def _check_logged_model(baseline: str, data: TaskData) -> None:
+    """Logged answers stand in for the baseline's only if the baseline wrote them."""
+    want = catalog.resolve(baseline)
+    other = Counter(str(i.request.get("model")) for i in data.items
+                    if i.baseline_output is not None and _resolve_or_self(str(i.request.get("model"))) != want)
+    if other:
+        model = other.most_common(1)[0][0]
+        raise InputError(f"{sum(other.values())} of the logged answers came from {model!r}"
+                         f"{f' and {len(other) - 1} other models' if len(other) > 1 else ''}, not the baseline "
+                         f"{baseline!r}, so they cannot stand for its answers; pass --baseline {model} or keep "
+                         "only the baseline's rows", file=data.source, field="baseline")
+
+
+def _resolve_or_self(model: str) -> str:
+    try:
+        return catalog.resolve(model)
+    except ParityError:
+        return model
 
 
 def _prove_candidate(run: _Run, model: str, base: TunedPrompt, splits: Splits, scoring: Scoring, m: int,
@@ -579,4 +618,150 @@ def gold_reference(item: ProofItem) -> str | None:
     return item.reference or gold_text(item)
 
 
-__all__ = ["CandidateOutcome", "Event", "ProveConfig", "ProveOutcome", "SCORINGS", "Scoring", "choose_scoring", "prove"]
+# --------------------------------------------------------------------------------------------------------------
+# One call for a caller that just wants the answer (the demo, notebooks)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskProof:
+    """The headline of one task's proof: what was decided, on how much evidence, and what it costs and saves.
+
+    Money is Decimal USD. `proof_cost_usd` is what the proof itself spent (at batch prices unless `sync`);
+    `proof_cost_sync_usd` is what the same calls cost at standard prices. The per-request costs are at standard
+    prices on the test prompts, before (baseline) and after (the chosen candidate with its tuned prompt).
+    """
+
+    task: str
+    verdict: str
+    candidate: str | None
+    stopped_by: str
+    n_used: int
+    estimate: float | None
+    lower_bound: float | None
+    threshold: float | None
+    proof_cost_usd: Decimal
+    proof_cost_sync_usd: Decimal | None
+    cost_per_request_before: Decimal | None
+    cost_per_request_after: Decimal | None
+    projected_monthly_saving: Decimal | None
+    policy_entry: TaskPolicy | None
+    certificate_id: str
+    certificate_path: Path
+    html_path: Path | None
+    simulated: bool
+    outcome: ProveOutcome
+
+
+def _dec_or_none(value: Any) -> Decimal | None:
+    return None if value in (None, "") else Decimal(str(value))
+
+
+def standard_price_of_calls(run_dir: str | Path, table: pricing.PriceTable | None = None) -> Decimal:
+    """What the calls of a run cost at standard (non-batch) prices: the price of `--sync` for the same work."""
+    from parity.proof.calls import CallResult
+
+    total = Decimal(0)
+    log = Path(run_dir) / "calls.jsonl"
+    seen: set[str] = set()
+    for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
+        try:
+            result = CallResult.from_dict(json.loads(line))
+        except (json.JSONDecodeError, KeyError):
+            continue
+        if result.key in seen:
+            continue
+        seen.add(result.key)
+        usage = {k: v for k, v in result.usage.items() if k != "service_tier"}
+        total += pricing.cost(result.model, usage, batch=False, table=table).total
+    return total
+
+
+def prove_task(
+    task: str,
+    *,
+    run_dir: str | Path,
+    family: str | None = None,
+    data: TaskData | None = None,
+    baseline: str = "claude-opus-4-8",
+    candidates: Sequence[str] = ("claude-haiku-4-5",),
+    n: int = 160,
+    n_max: int = 80,
+    margin: float = 0.1,
+    alpha: float = 0.05,
+    seed: int = 0,
+    max_prompt_candidates: int = 8,
+    budget_usd: Decimal | None = None,
+    sync: bool = False,
+    monthly_requests: int | None = None,
+    client: Any = None,
+    emulator: Any = None,
+    progress: ProgressFn | Any = None,
+    policy_path: str | Path | None = None,
+    html_path: str | Path | None = None,
+) -> TaskProof:
+    """Prove one task and return its headline numbers; the whole record stays in the certificate.
+
+    Prompts come from `data` (e.g. `items_from_exchanges` over a recorded log) or, with `family`, are generated
+    by `parity.workloads` (`n` of them). Calls go to `client`, else to `emulator.client()`, else to a fresh
+    in-process emulator (batches finish at once, polling does not sleep). `progress` is a callback taking an
+    `Event`, or a `rich.progress.Progress`, which gets one row for this task. The defaults are sized for a demo:
+    160 generated prompts, at most 80 test prompts, δ = 0.10 and 8 prompt candidates take about a second or
+    two per task on the emulator.
+    """
+    if (family is None) == (data is None):
+        raise InputError("give prove_task either family= (generated prompts) or data= (the team's prompts)")
+    if data is None:
+        from parity.proof.data import load_emulator_family
+
+        data = load_emulator_family(str(family), n, seed=seed, baseline_model=baseline, task=task)
+    sleep = None
+    if client is None:
+        if emulator is None:
+            from parity.emulator.service import Emulator
+
+            emulator = Emulator(seed=seed)
+            emulator.batches.processing_s = "instant"
+        client = emulator.client()
+        sleep = emulator.clock.advance if hasattr(emulator.clock, "advance") else (lambda seconds: None)
+    table = getattr(emulator, "table", None)
+    config = ProveConfig(task=task, baseline_model=baseline, candidate_models=tuple(candidates), margin=margin,
+                         alpha=alpha, n_max=n_max, budget_usd=budget_usd, sync=sync, seed=seed,
+                         max_prompt_candidates=max_prompt_candidates, monthly_requests=monthly_requests)
+    outcome = prove(config, data, client, run_dir=run_dir, progress=_progress_fn(progress, task),
+                    policy_path=policy_path, html_path=html_path, sleep=sleep, table=table)
+    cert = outcome.certificate
+    chosen = outcome.chosen
+    shown = chosen or (outcome.candidates[0] if outcome.candidates else None)
+    result = (shown.result or {}) if shown is not None else {}
+    cost = cert["cost"]
+    return TaskProof(
+        task=task, verdict=cert["decision"]["verdict"], candidate=chosen.model if chosen else None,
+        stopped_by=shown.stopped_by if shown else "budget", n_used=shown.n_used if shown else 0,
+        estimate=result.get("estimate"), lower_bound=result.get("lower_bound"), threshold=result.get("threshold"),
+        proof_cost_usd=outcome.spent, proof_cost_sync_usd=_dec_or_none(cost["proof_at_standard_prices"]),
+        cost_per_request_before=_dec_or_none(cost["baseline_per_request"]),
+        cost_per_request_after=_dec_or_none(shown.cost_per_request if shown else None),
+        projected_monthly_saving=_dec_or_none(cost["projected_monthly_saving"]),
+        policy_entry=outcome.policy_entry, certificate_id=cert["id"], certificate_path=outcome.certificate_path,
+        html_path=outcome.html_path, simulated=bool(cert.get("simulated")), outcome=outcome,
+    )
+
+
+def _progress_fn(progress: ProgressFn | Any, task: str) -> ProgressFn | None:
+    """A callback as is; a rich Progress as one row ("prove <task>: <stage>: <message>") that it keeps current."""
+    if progress is None or callable(progress) and not hasattr(progress, "add_task"):
+        return progress
+    from rich.markup import escape
+
+    row = progress.add_task(f"prove {task}", total=None)
+
+    def update(event: Event) -> None:
+        progress.update(row, description=escape(f"prove {task}: {event.stage}: {event.message}"[:80]),
+                        total=event.total, completed=event.done if event.done is not None else None)
+
+    return update
+
+
+__all__ = ["CandidateOutcome", "Event", "ProveConfig", "ProveOutcome", "SCORINGS", "Scoring", "TaskProof",
+           "choose_scoring", "fill_baseline_outputs", "prove", "prove_task", "standard_price_of_calls"]

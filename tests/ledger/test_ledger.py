@@ -57,3 +57,21 @@ def test_damaged_row_is_reported_not_fatal(tmp_path):
     assert len(results) == 2
     assert type(results[1][1]).__name__ == "Rejected"
     assert results[1][1].line == 2
+
+
+def test_read_outcomes_gives_route_reason_and_exact_cost(tmp_path):
+    from dataclasses import replace
+    from decimal import Decimal
+
+    from parity.ledger.reader import read_outcomes
+
+    url = str(tmp_path / "ledger.db")
+    writer = LedgerWriter(url)
+    plain = replace(_exchange(1), tags={}, route="passthrough")
+    writer.write(LedgerEntry(plain, cost_usd=Decimal("0.000123")))
+    writer.write(LedgerEntry(_exchange(2), cost_usd=Decimal("0.5"), reason="contract_label: 'Billing.' is not a label"))
+    writer.close()
+    rows = list(read_outcomes(url))
+    assert [(r.task, r.route, r.cost_usd, r.reason_kind) for r in rows] == [
+        (None, "passthrough", Decimal("0.000123"), None), ("triage", "routed", Decimal("0.5"), "contract_label")]
+    assert [r.row_id for r in read_outcomes(url, task="triage")] == [rows[1].row_id]
