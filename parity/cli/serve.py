@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -35,6 +36,15 @@ def serve(
     candidate_timeout: float = typer.Option(120.0, help="Seconds a routed non-streaming answer may take before falling back."),
     read_timeout: float = typer.Option(600.0, help="Seconds to wait for upstream bytes on other requests."),
     max_retries: int = typer.Option(2, help="Retries of a failed upstream call (429, 5xx, 529, timeouts)."),
+    state_dir: Optional[str] = typer.Option(
+        None, help="Where drift rollbacks are kept across restarts; default: POLICY.state/ beside the policy file."
+    ),
+    otel_file: Optional[str] = typer.Option(
+        None, help="Append OpenTelemetry GenAI spans (OTLP JSON lines, with gen_ai.usage.cost) to this file."
+    ),
+    http_client: str = typer.Option(
+        "lean", help="Client to the upstream: 'lean' (the gateway's own HTTP/1.1 client, fastest) or 'httpx'."
+    ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve the gateway at http://HOST:PORT; clients change only their base_url."""
@@ -44,11 +54,18 @@ def serve(
     from parity.gateway.config import GatewayConfig
     from parity.gateway.retry import RetryPolicy
 
+    if state_dir is None and policy is not None:
+        state_dir = str(Path(policy).with_suffix(".state"))
     config = GatewayConfig(
         upstream=upstream, policy_path=policy, ledger_url=ledger, keys_path=keys, redact=redact,
         public_base_url=public_url, stall_timeout_s=stall_timeout, candidate_timeout_s=candidate_timeout,
-        read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries),
+        read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries), state_dir=state_dir,
+        http_client=http_client,
     )
+    if otel_file is not None:
+        from parity.gateway import otel
+
+        otel.configure(otel.JsonlSpanExporter(otel_file))
     if config.uses_emulator:
         from parity.cli.emulate import _HideCutConnections, make_brain
         from parity.emulator.service import Emulator
@@ -66,7 +83,8 @@ def serve(
             console.print(f"  task [bold]{name}[/]: {task.mode} ({task.baseline_model}{target})")
     else:
         console.print("  no policy: every request passes through and is recorded")
-    console.print(f"  ledger: {ledger or 'off'}   keys: {keys or 'any client key accepted'}   metrics: {base_url}/metrics")
+    console.print(f"  ledger: {ledger or 'off'}   keys: {keys or 'any client key accepted'}   metrics: {base_url}/metrics"
+                  + (f"   spans: {otel_file}" if otel_file else ""))
     console.print(f"Point clients at it: export ANTHROPIC_BASE_URL={base_url}")
     if not config.uses_emulator and not config.resolved_upstream_key():
         console.print("  no upstream key set (PARITY_UPSTREAM_API_KEY): each client's own key is forwarded")

@@ -14,19 +14,22 @@ class it would raise against the API; nothing a client sends can produce a 500 w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
 import logging
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from parity.emulator.errors import APIError
@@ -39,12 +42,16 @@ from parity.gateway.metrics import GatewayMetrics
 from parity.gateway.recorder import Record, Recorder
 from parity.gateway.retry import CircuitBreaker
 from parity.gateway.routing import Call, MessageRouter, TaskRouter
+from parity.gateway.streaming import RelayResponse
 from parity.gateway.upstream import Upstream, UpstreamFailure, response_headers
 from parity.policy import TaskPolicy
 
 log = logging.getLogger("parity.gateway")
 
 DEFER_HEADER = "x-parity-defer"
+MAX_JSON_DEPTH = 128
+"""Deeper request bodies are refused: routing copies and re-encodes a body, which must not hit Python's recursion
+limit. Real requests (tool schemas included) stay far below it."""
 
 
 def _optional(name: str) -> ModuleType | None:
@@ -81,6 +88,7 @@ class Gateway:
             read_timeout_s=config.read_timeout_s,
             retry=config.retry,
             breaker=CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s),
+            http_client=config.http_client,
         )
         self.tasks = TaskRouter(config.policy, config.policy_path)
         self.metrics = GatewayMetrics()
@@ -106,7 +114,8 @@ class Gateway:
         self._monitors: dict[str, Any] = {}
         self.deferral = None
         if self.deferral_module is not None and hasattr(self.deferral_module, "DeferralQueue"):
-            self.deferral = self.deferral_module.DeferralQueue(self.upstream, ledger=ledger, **config.deferral_options)
+            self.deferral = self.deferral_module.DeferralQueue(
+                self.upstream, on_finished=self._deferred_finished, **config.deferral_options)
 
     # ---- features written beside this module (guarded: they may be absent) -------------------------------------
 
@@ -131,25 +140,57 @@ class Gateway:
         if self.shadow is None or policy.mode != "route" or policy.shadow_rate <= 0:
             return None
         monitor = self._monitors.get(policy.task)
+        if monitor is not None and monitor.policy != policy:
+            # the policy file changed for this task (a new proof, a new candidate or prompt): watch it afresh
+            self._retire(monitor, reset=_certificate_id(monitor.policy) != _certificate_id(policy))
+            monitor = None
         if monitor is None:
             factory = getattr(self.shadow, "DriftMonitor", None)
             if factory is None:
                 return None
             options = {"sampler_seed": self.config.shadow_seed, **self.config.drift_options}
+            if self.config.state_dir and "state_path" not in options:
+                options["state_path"] = str(Path(self.config.state_dir) / f"drift-{_safe_name(policy.task)}.json")
             monitor = factory(
                 policy, self.upstream, on_rollback=self._on_rollback,
                 on_exchange=lambda params, message, purpose, batch: self._drift_exchange(policy, params, message, purpose, batch),
                 **options,
             )
             self._monitors[policy.task] = monitor
+            self.metrics.rolled_back.labels(policy.task).set(1 if monitor.rolled_back(policy.task) else 0)
         return monitor
+
+    def _retire(self, monitor: Any, *, reset: bool) -> None:
+        """Stop a monitor whose policy was replaced; a new certificate also clears a persisted rollback."""
+        if reset:
+            with contextlib.suppress(Exception):
+                monitor.reset()
+            log.info("task %s has a new policy: drift rollback cleared, watching afresh", monitor.task)
+        with contextlib.suppress(Exception):
+            monitor.close()
+        self.metrics.rolled_back.labels(monitor.task).set(0)
 
     @property
     def monitors(self) -> dict[str, Any]:
         return dict(self._monitors)
 
     def _on_rollback(self, task: str, reason: str, evidence: dict[str, Any]) -> None:
+        self.metrics.rolled_back.labels(task).set(1)
         log.warning("task %s rolled back to its baseline by drift monitoring: %s", task, reason)
+
+    def _deferred_finished(self, item: Any, cost: Any) -> None:
+        """A deferred request's batch result arrived: recorded like any exchange (priced at batch rates, charged
+        to its key, redacted, metered, traced), off the request path."""
+        label = item.task if item.task in self.tasks.policy.tasks else ("unmatched" if item.task else "")
+        status = 200 if item.status == "succeeded" else 400 if item.status == "errored" else 410
+        tags = {"parity_deferred_id": item.id, "batch_id": str(item.batch_id)}
+        duration = max(0.0, (item.finished_at or item.queued_at) - item.queued_at)
+        self.recorder.record(Record(
+            endpoint="messages", request=item.request, started_at=item.started_at, duration_s=duration,
+            route="deferred", status=status, task=item.task, task_label=label,
+            reason=None if item.status == "succeeded" else f"batch result {item.status}",
+            message=item.message, error=item.error, key_id=item.key_id, tags=tags, counted=False, batch=True,
+        ))
 
     def _drift_exchange(self, policy: TaskPolicy, params: dict[str, Any], message: dict[str, Any], purpose: str,
                         batch: bool) -> None:
@@ -171,6 +212,16 @@ class Gateway:
             return None, APIError(401, "invalid x-api-key: present a gateway key (`parity keys create`)")
         return key.id, self.limits.admit(key)
 
+    def key_only(self, request: Request) -> tuple[str | None, APIError | None]:
+        """The gateway key of a request to the gateway's own endpoints (no budget or rate limit: reading a
+        deferred answer already paid for, or drift status, costs nothing)."""
+        if self.keys is None:
+            return None, None
+        key = self.keys.authenticate(api_key_of(request.headers))
+        if key is None:
+            return None, APIError(401, "invalid x-api-key: present a gateway key (`parity keys create`)")
+        return key.id, None
+
     async def messages(self, request: Request) -> Response:
         request_id = new_request_id()
         started_at, t0 = datetime.now(timezone.utc), time.perf_counter()
@@ -180,14 +231,16 @@ class Gateway:
         try:
             raw = await read_body(request, self.config.max_body_bytes)
             body = parse_json_body(raw, limit=self.config.max_body_bytes)
+            if nested_deeper_than(raw, body, MAX_JSON_DEPTH):
+                raise APIError(400, f"The request body is nested more than {MAX_JSON_DEPTH} levels deep; flatten it")
         except APIError as error:
             return self.error(error, request_id, "messages", t0)
         if not isinstance(body, dict):
             body = {}  # not an object: the upstream says what is wrong with it; nothing to route
         self.tasks.reload_if_changed()
         ident = self.tasks.identify(request.headers, body)
-        if ident.strip_key is not None:
-            metadata = {k: v for k, v in body["metadata"].items() if k != ident.strip_key}
+        if ident.strip_keys:
+            metadata = {k: v for k, v in body["metadata"].items() if k not in ident.strip_keys}
             body = {**body, "metadata": metadata} if metadata else {k: v for k, v in body.items() if k != "metadata"}
             raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         if ident.policy is not None and ident.policy.cache_hygiene and self.cachefix is not None:
@@ -210,8 +263,12 @@ class Gateway:
         if call.stream:
             error = APIError(400, f"{DEFER_HEADER}: a deferred request cannot stream; drop `stream` or the header")
             return self.error(error, call.request_id, "messages", call.t0)
+        if self.upstream.api_key is None:
+            error = APIError(400, f"{DEFER_HEADER}: this gateway has no upstream key of its own, so it cannot send "
+                                  "Message Batches for its clients; start it with PARITY_UPSTREAM_API_KEY set")
+            return self.error(error, call.request_id, "messages", call.t0)
         try:
-            handle = await self.deferral.submit(call.body, task=call.ident.task)
+            handle = await self.deferral.submit(call.body, task=call.ident.task, key_id=call.key_id)
         except APIError as error:
             return self.error(error, call.request_id, "messages", call.t0)
         except UpstreamFailure as failure:
@@ -238,21 +295,23 @@ class Gateway:
             return self.error(error, request_id, endpoint, t0)
         results = endpoint == "batches" and path.rstrip("/").endswith("/results")
         query = request.scope.get("query_string", b"")
+        forward = _raw_path(request)
         try:
             answer = await self.upstream.send(
-                request.method, path, headers=self.upstream.headers(request.headers.raw), content=raw or None,
+                request.method, forward, headers=self.upstream.headers(request.headers.raw), content=raw or None,
                 query=query, stream=results, expect_json=False, retries=request.method in ("GET", "DELETE") or endpoint == "count_tokens",
             )
         except UpstreamFailure as failure:
             return self.error(failure.api_error(), request_id, endpoint, t0, outcome="upstream_error")
         except ValueError:
-            return self.error(APIError(404, f"Not found: {request.method} {path}"), request_id, endpoint, t0)
+            return self.error(APIError(404, f"Not found: {request.method} {path[:200]!r} is not a path this gateway forwards"),
+                              request_id, endpoint, t0)
         self.metrics.retries(answer.attempts)
         headers = response_headers(answer.headers)
         outcome = "ok" if answer.ok else ("upstream_error" if answer.status >= 500 else "client_error")
         self.metrics.request(endpoint, "passthrough", "", outcome, time.perf_counter() - t0)
         if answer.response is not None:
-            return StreamingResponse(_raw_body(answer.response), status_code=answer.status, headers=headers)
+            return RelayResponse(_raw_body(answer.response), status_code=answer.status, headers=headers)
         body = self.upstream.scrub_bytes(answer.body or b"")
         if endpoint == "batches" and answer.ok:
             body = self._rewrite_results_url(body, request)
@@ -298,8 +357,42 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await monitor.aclose()
         await self.upstream.aclose()
-        self.recorder.flush()
+        await asyncio.to_thread(self.recorder.flush, 30.0)  # off the loop: records handed over last still arrive
         self.recorder.close()
+        if self.otel is not None and hasattr(self.otel, "flush"):
+            with contextlib.suppress(Exception):
+                self.otel.flush()
+
+
+def _certificate_id(policy: TaskPolicy) -> Any:
+    certificate = getattr(policy, "certificate", None)
+    if isinstance(certificate, dict):
+        return certificate.get("id")
+    return getattr(certificate, "id", certificate)
+
+
+def _safe_name(task: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task)[:100] or "task"
+
+
+def nested_deeper_than(raw: bytes, value: Any, limit: int) -> bool:
+    """Whether the parsed JSON `value` (from `raw`) nests arrays/objects more than `limit` deep. A body with no more
+    brackets than `limit` cannot be (one C-speed count, the usual case); otherwise an iterative walk decides."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _endpoint(path: str) -> str:
@@ -312,6 +405,14 @@ def _endpoint(path: str) -> str:
     if path.startswith("/v1/messages"):
         return "messages"
     return "other"
+
+
+def _raw_path(request: Request) -> str:
+    """The path as the client sent it (still percent-encoded), which is what goes upstream."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes) and raw:
+        return raw.split(b"?", 1)[0].decode("latin-1")
+    return quote(request.url.path, safe="/:@!$&'()*+,;=-._~")
 
 
 def _own_base(request: Request) -> str:
@@ -364,10 +465,11 @@ def create_gateway(config: GatewayConfig) -> Starlette:
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/healthz", gateway.health, methods=["GET"]),
     ]
+    auth = gateway.key_only if gateway.keys is not None else None
     if gateway.deferral is not None and hasattr(gateway.deferral_module, "routes"):
-        routes[0:0] = list(gateway.deferral_module.routes(gateway.deferral))  # type: ignore[union-attr]
+        routes[0:0] = list(gateway.deferral_module.routes(gateway.deferral, auth))  # type: ignore[union-attr]
     if gateway.shadow is not None and hasattr(gateway.shadow, "routes"):
-        routes[0:0] = list(gateway.shadow.routes(lambda: gateway.monitors))
+        routes[0:0] = list(gateway.shadow.routes(lambda: gateway.monitors, auth))
     routes.append(Route("/v1/{rest:path}", gateway.proxy, methods=methods))
 
     @contextlib.asynccontextmanager

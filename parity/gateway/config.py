@@ -50,6 +50,8 @@ class GatewayConfig:
     emulator: Any = None
     transport: Any = None
     shadow_seed: int | None = None
+    http_client: str = "lean"  # "lean" (parity.gateway.http1) or "httpx" (httpx2's transport) to the upstream
+    state_dir: str | None = None  # where drift rollbacks are kept across restarts (drift-<task>.json)
     drift_options: dict[str, Any] = field(default_factory=dict)  # DriftMonitor keywords (via, batch_size, ...)
     deferral_options: dict[str, Any] = field(default_factory=dict)  # DeferralQueue keywords (max_batch, ...)
 
@@ -81,6 +83,8 @@ class GatewayConfig:
                 "(or ANTHROPIC_API_KEY) in the gateway's environment",
                 field="--keys",
             )
+        if self.http_client not in ("lean", "httpx"):
+            raise InputError(f"must be 'lean' or 'httpx', got {self.http_client!r}", field="--http-client")
         for name in ("connect_timeout_s", "read_timeout_s", "stall_timeout_s", "candidate_timeout_s"):
             if getattr(self, name) <= 0:
                 raise InputError(f"must be > 0, got {getattr(self, name)}", field=name)

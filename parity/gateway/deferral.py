@@ -173,6 +173,7 @@ class Deferred:
     queued_at: float
     started_at: datetime
     task: str | None = None
+    key_id: str | None = None  # the gateway key that deferred it: only that key may poll it
     status: str = "queued"  # queued | submitted | succeeded | errored | canceled | expired
     batch_id: str | None = None
     message: dict[str, Any] | None = None
@@ -203,6 +204,8 @@ class DeferralQueue:
     """Queues deferred requests and sends them as Message Batches (see the module docstring).
 
     `ledger`: a `parity.ledger.writer.LedgerWriter` (or anything with `write(LedgerEntry)`), or None.
+    `on_finished(item, cost)`: called instead of the ledger write when a request's batch result arrives (the
+    gateway passes its recorder, so deferred spend is charged to the key, redacted, metered and traced like any).
     `clock` gives seconds for the thresholds (tests pass a manual one).
     """
 
@@ -216,6 +219,7 @@ class DeferralQueue:
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         retain_s: float = DEFAULT_RETAIN_S,
         clock: Callable[[], float] = time.monotonic,
+        on_finished: Callable[[Deferred, Any], None] | None = None,
     ):
         if max_batch < 1 or max_batch > 100_000:
             raise ValueError(f"max_batch must be within 1..100000 (the API's batch limit), got {max_batch}")
@@ -228,6 +232,7 @@ class DeferralQueue:
         self.poll_interval_s = poll_interval_s
         self.retain_s = retain_s
         self.clock = clock
+        self.on_finished = on_finished
         self._items: dict[str, Deferred] = {}
         self._queue: list[str] = []
         self._batches: dict[str, _Batch] = {}
@@ -240,7 +245,7 @@ class DeferralQueue:
 
     # ---- the request path: enqueue and answer with a handle --------------------------------------------------
 
-    async def submit(self, request: Mapping[str, Any], *, task: str | None = None) -> dict[str, Any]:
+    async def submit(self, request: Mapping[str, Any], *, task: str | None = None, key_id: str | None = None) -> dict[str, Any]:
         """Queue one Messages request; returns its handle at once (the batch is sent in the background)."""
         if not isinstance(request, Mapping) or not isinstance(request.get("model"), str):
             raise APIError(400, "model: a deferred request needs the Messages body with a `model` string")
@@ -248,7 +253,7 @@ class DeferralQueue:
             raise APIError(400, "stream: a deferred request is answered through Message Batches and cannot stream")
         self._prune()
         body = {k: v for k, v in request.items() if k != "stream"}
-        item = Deferred("pdef_" + secrets.token_hex(16), body, self.clock(), datetime.now(timezone.utc), task)
+        item = Deferred("pdef_" + secrets.token_hex(16), body, self.clock(), datetime.now(timezone.utc), task, key_id)
         self._items[item.id] = item
         self._queue.append(item.id)
         self.counts["submitted"] += 1
@@ -298,9 +303,12 @@ class DeferralQueue:
 
     # ---- polling ------------------------------------------------------------------------------------------------
 
-    async def poll(self, deferred_id: str) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body) for a poll: 202 + handle while waiting, 200 + Message, or an error envelope."""
+    async def poll(self, deferred_id: str, key_id: str | None = None) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) for a poll: 202 + handle while waiting, 200 + Message, or an error envelope.
+        A request deferred with a gateway key is visible to that key only (to others it does not exist)."""
         item = self._items.get(deferred_id)
+        if item is not None and item.key_id is not None and item.key_id != key_id:
+            item = None
         if item is None:
             return 404, APIError(404, f"{POLL_PATH}/{deferred_id}: no deferred request with this id (unknown, or "
                                       f"its result was dropped {self.retain_s / 3600:g} h after it arrived)").body(None)
@@ -353,7 +361,12 @@ class DeferralQueue:
                 self.spend += cost
             except Exception as exc:
                 log.warning("deferral: could not price %s: %s", item.id, exc)
-        if self.ledger is not None:
+        if self.on_finished is not None:
+            try:
+                self.on_finished(item, cost)
+            except Exception:
+                log.exception("deferral: recording %s failed", item.id)
+        elif self.ledger is not None:
             from parity.ledger.writer import LedgerEntry
 
             tags = {"parity_deferred_id": item.id, "batch_id": batch_id}
@@ -393,12 +406,29 @@ class DeferralQueue:
                 await task
 
 
-def routes(queue: DeferralQueue) -> list[BaseRoute]:
-    """GET /v1/parity/deferred/{id} (poll one request) and GET /v1/parity/deferred (the queue's status)."""
+Authenticate = Callable[[Request], "tuple[str | None, APIError | None]"]
+
+
+def routes(queue: DeferralQueue, authenticate: Authenticate | None = None) -> list[BaseRoute]:
+    """GET /v1/parity/deferred/{id} (poll one request) and GET /v1/parity/deferred (the queue's status).
+
+    `authenticate(request) -> (key id, error)`: the gateway's key check; a poll sees only its own key's requests."""
+
+    def denied(request: Request) -> tuple[str | None, JSONResponse | None]:
+        if authenticate is None:
+            return None, None
+        key_id, error = authenticate(request)
+        if error is None:
+            return key_id, None
+        rid = new_request_id()
+        return None, JSONResponse(error.body(rid), status_code=error.status, headers={**error.headers, "request-id": rid})
 
     async def poll(request: Request) -> JSONResponse:
+        key_id, refused = denied(request)
+        if refused is not None:
+            return refused
         rid = new_request_id()
-        status, body = await queue.poll(request.path_params["deferred_id"])
+        status, body = await queue.poll(request.path_params["deferred_id"], key_id)
         if isinstance(body, dict) and body.get("type") == "error":
             body = {**body, "request_id": rid}
         headers = {"request-id": rid, "x-parity-route": "deferred"}
@@ -407,7 +437,8 @@ def routes(queue: DeferralQueue) -> list[BaseRoute]:
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def overview(request: Request) -> JSONResponse:
-        return JSONResponse(queue.status())
+        _, refused = denied(request)
+        return refused if refused is not None else JSONResponse(queue.status())
 
     return [
         Route(POLL_PATH, overview, methods=["GET"]),

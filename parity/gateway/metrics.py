@@ -46,6 +46,10 @@ class GatewayMetrics:
         self.circuit_open = Gauge(
             "parity_gateway_circuit_open", "1 while a model's circuit breaker is open.", ["model"], registry=r,
         )
+        self.rolled_back = Gauge(
+            "parity_gateway_task_rolled_back", "1 while drift monitoring has rolled a routed task back to its baseline.",
+            ["task"], registry=r,
+        )
         self.rollbacks = Counter(
             "parity_gateway_rollbacks", "Routed requests sent to the baseline because drift rolled the task back.",
             ["task"], registry=r,

@@ -8,15 +8,19 @@ own `input_tokens` excludes cached tokens), with cache read and creation also re
 (`parity.cost.*`) and the exact decimal string (`parity.cost_usd`), because a float cannot carry Decimal money.
 
 Where spans go: `configure(exporter)` installs a private SDK `TracerProvider` (tests pass an
-`InMemorySpanExporter`; `simple=True` exports synchronously). Without it, spans go to the process's global tracer
-provider, which is the API's no-op unless the application set one up, so an unconfigured gateway pays ~nothing.
+`InMemorySpanExporter`; `simple=True` exports synchronously). `parity serve --otel-file spans.jsonl` configures
+`JsonlSpanExporter`: OTLP JSON, one `ExportTraceServiceRequest` per line, the collector's file-exporter format,
+which `parity.readers.otel` (so `parity audit`) and any OTLP tool read. Without either, spans go to the process's
+global tracer provider, which is the API's no-op unless the application set one up, so an unconfigured gateway
+pays ~nothing.
 `record_span` is called by the gateway's recorder thread, never on the request path.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,7 +28,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from parity.exchange import Exchange
@@ -50,6 +55,12 @@ def configure(exporter: SpanExporter | None = None, *, provider: TracerProvider 
     else:
         _provider = None
     return _provider
+
+
+def flush(timeout_ms: int = 10_000) -> None:
+    """Export what the private provider still holds (the gateway calls it when it stops)."""
+    if _provider is not None:
+        _provider.force_flush(timeout_ms)
 
 
 def _tracer() -> trace.Tracer:
@@ -154,4 +165,78 @@ def record_span(exchange: Exchange, cost_usd: Any = None) -> None:
     span.end(end_time=end_ns)
 
 
-__all__ = ["configure", "cost_attributes", "record_span", "span_attributes", "usage_attributes"]
+# ---- a file exporter in OTLP JSON ----------------------------------------------------------------------------
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    """An attribute value as OTLP JSON `AnyValue` (ints as strings, per the protobuf JSON mapping)."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [_any_value(v) for v in value]}}
+    return {"stringValue": str(value)}
+
+
+def _attributes(attrs: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _any_value(v)} for k, v in (attrs or {}).items()]
+
+
+def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """An OTLP JSON `ExportTraceServiceRequest` for `spans` (grouped by resource and instrumentation scope)."""
+    by_resource: dict[int, tuple[Any, dict[str, list[dict[str, Any]]]]] = {}
+    for span in spans:
+        resource, scopes = by_resource.setdefault(id(span.resource), (span.resource, {}))
+        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else TRACER_NAME
+        ctx = span.context
+        out: dict[str, Any] = {
+            "traceId": format(ctx.trace_id, "032x"), "spanId": format(ctx.span_id, "016x"), "name": span.name,
+            "kind": int(span.kind.value) + 1,  # the API's SpanKind starts at 0 (INTERNAL); OTLP's at 1
+            "startTimeUnixNano": str(span.start_time), "endTimeUnixNano": str(span.end_time),
+            "attributes": _attributes(span.attributes),
+            "status": {"code": {StatusCode.UNSET: 0, StatusCode.OK: 1, StatusCode.ERROR: 2}[span.status.status_code]},
+        }
+        if span.parent is not None:
+            out["parentSpanId"] = format(span.parent.span_id, "016x")
+        if span.status.description:
+            out["status"]["message"] = span.status.description
+        scopes.setdefault(scope, []).append(out)
+    return {"resourceSpans": [
+        {"resource": {"attributes": _attributes(resource.attributes if resource is not None else None)},
+         "scopeSpans": [{"scope": {"name": name}, "spans": items} for name, items in scopes.items()]}
+        for resource, scopes in by_resource.values()
+    ]}
+
+
+class JsonlSpanExporter(SpanExporter):
+    """Appends each exported batch of spans to a file as one line of OTLP JSON (see the module docstring)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by shutdown)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not spans:
+            return SpanExportResult.SUCCESS
+        line = json.dumps(otlp_json(spans), separators=(",", ":"), ensure_ascii=False)
+        with self._lock:
+            if self._handle.closed:
+                return SpanExportResult.FAILURE
+            self._handle.write(line + "\n")
+            self._handle.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._handle.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+__all__ = ["JsonlSpanExporter", "configure", "cost_attributes", "flush", "otlp_json", "record_span", "span_attributes",
+           "usage_attributes"]

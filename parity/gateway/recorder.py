@@ -1,7 +1,8 @@
 """What happened to each request, recorded off the request path: Exchange, exact cost, metrics, key spend, span.
 
-The request path only builds a `Record` (references to bytes and dicts it already has) and puts it on a queue.
-One background thread does the rest: rebuilds a relayed stream into its Message, prices the usage exactly
+The request path only builds a `Record` (references to bytes and dicts it already has) and hands it over once
+the current event-loop step is done (so the answer is written to the client before the recorder thread wakes
+up and takes the GIL). One background thread does the rest: rebuilds a relayed stream into its Message, prices the usage exactly
 (`parity.pricing.cost`), updates the Prometheus counters and the key's spend, emits the OTel span when
 `parity.gateway.otel` is present, redacts prompts when asked, and hands the Exchange to the `LedgerWriter` (which
 has its own writer thread). A failure here is logged and counted, never raised into a request.
@@ -9,6 +10,7 @@ has its own writer thread). A failure here is logged and counted, never raised i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -88,16 +90,25 @@ class Recorder:
         self.span_hook = span_hook
         self.failed = 0
         self._queue: queue.Queue[Any] = queue.Queue()
+        self._pending = 0  # handed to record() and not yet processed (flush waits for it to reach 0)
+        self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="parity-gateway-recorder", daemon=True)
         self._thread.start()
 
     def record(self, record: Record) -> None:
-        """Queue one record; returns at once."""
-        self._queue.put_nowait(record)
+        """Queue one record; returns at once. On an event loop the hand-over waits for the loop's next step."""
+        with self._idle:
+            self._pending += 1
+        try:
+            asyncio.get_running_loop().call_soon(self._queue.put_nowait, record)
+        except RuntimeError:  # not on an event loop (a worker thread, a test)
+            self._queue.put_nowait(record)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every record queued so far is processed and written to the ledger (tests, shutdown)."""
-        self._queue.join()
+        """Wait until every record handed over so far is processed and written to the ledger (tests, shutdown)."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._pending == 0, timeout):
+                return False
         return self.ledger.flush(timeout) if self.ledger is not None else True
 
     def close(self) -> None:
@@ -118,6 +129,11 @@ class Recorder:
                 log.exception("gateway recorder failed on one record")
             finally:
                 self._queue.task_done()
+                if item is not _STOP:
+                    with self._idle:
+                        self._pending -= 1
+                        if self._pending == 0:
+                            self._idle.notify_all()
 
     def _process(self, rec: Record) -> None:
         message, error = rec.message, rec.error
@@ -147,8 +163,14 @@ class Recorder:
         tags = dict(rec.tags)
         if rec.task:
             tags["task"] = rec.task
+        request = rec.request
+        if not isinstance(request.get("model", ""), str):
+            # the API refused it, but the ledger's model column holds text: keep the value as its JSON text
+            request = {**request, "model": json.dumps(request["model"], default=str)[:200]}
+            note = "the request's model was not a string (recorded as its JSON text)"
+            reason = f"{reason}; {note}" if reason else note
         exchange = Exchange(
-            request=redact_request(rec.request) if self.redact else rec.request,
+            request=redact_request(request) if self.redact else request,
             response=redact_message(message) if self.redact and message is not None else message,
             error=error,
             started_at=rec.started_at,

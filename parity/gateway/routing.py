@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import httpx2
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from parity.audit.families import fingerprint
 from parity.gateway import streaming
@@ -64,7 +64,7 @@ class Identified:
     task: str | None = None
     policy: TaskPolicy | None = None
     how: str = ""  # header | metadata | fingerprint | ""
-    strip_key: str | None = None  # a non-API metadata key to drop before forwarding
+    strip_keys: tuple[str, ...] = ()  # the gateway's own (non-API) metadata keys, dropped before forwarding
 
     @property
     def label(self) -> str:
@@ -123,28 +123,32 @@ class TaskRouter:
         log.info("policy reloaded from %s: %d task(s)", self.path, len(policy.tasks))
 
     def identify(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Identified:
+        metadata = body.get("metadata")
+        strip: tuple[str, ...] = ()
+        if isinstance(metadata, Mapping):
+            # the API accepts only metadata.user_id: a task key is the gateway's, and never goes upstream
+            strip = tuple(k for k in self._keys if k != "user_id" and k in metadata)
         named = headers.get(TASK_HEADER)
         if named is not None and named.strip():
             name = named.strip()[:200]
-            return Identified(name, self._labels.get(name), "header")
-        metadata = body.get("metadata")
+            return Identified(name, self._labels.get(name), "header", strip)
         if isinstance(metadata, Mapping):
-            for key in self._keys:
+            for key in sorted(self._keys):
                 value = metadata.get(key)
                 if key != "user_id" and isinstance(value, str) and value.strip():
                     name = value.strip()[:200]
-                    return Identified(name, self._labels.get(name), "metadata", strip_key=key)
+                    return Identified(name, self._labels.get(name), "metadata", strip)
             user_id = metadata.get("user_id")
             if isinstance(user_id, str) and (":" in user_id or "=" in user_id):
                 for match in _PAIR.finditer(user_id):
                     if match.group(1) in self._keys:
                         name = match.group(2)[:200]
-                        return Identified(name, self._labels.get(name), "metadata")
+                        return Identified(name, self._labels.get(name), "metadata", strip)
         if self._fingerprints:
             task = self._fingerprints.get(fingerprint(dict(body)))
             if task is not None:
-                return Identified(task.task, task, "fingerprint")
-        return Identified()
+                return Identified(task.task, task, "fingerprint", strip)
+        return Identified(strip_keys=strip)
 
 
 def _mtime(path: str) -> float | None:
@@ -253,7 +257,7 @@ class MessageRouter:
             def on_end(outcome: streaming.StreamOutcome) -> None:
                 self._record(call, route, reason, call.body, answer.status, stream=outcome, duration=call.elapsed())
 
-            return StreamingResponse(streaming.relay(answer.response, on_end), status_code=answer.status, headers=headers)
+            return streaming.RelayResponse(streaming.relay(answer.response, on_end), status_code=answer.status, headers=headers)
         self._record(call, route, reason, call.body, answer.status, message=answer.data, duration=call.elapsed())
         return Response(answer.body, status_code=answer.status, headers=headers)
 

@@ -50,6 +50,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from parity import pricing
+from parity.emulator.ids import request_id as new_request_id
 from parity.exchange import format_time
 from parity.gateway.deferral import UpstreamCalls
 from parity.policy import TaskPolicy
@@ -510,10 +511,18 @@ def _fmt(value: float) -> str:
     return "infinity" if value == float("inf") else f"{value:.1f}"
 
 
-def routes(get_monitors: Callable[[], Mapping[str, DriftMonitor]]) -> list[BaseRoute]:
-    """GET /v1/parity/drift: every watched task's `status()` (what the dashboard shows)."""
+def routes(get_monitors: Callable[[], Mapping[str, DriftMonitor]],
+           authenticate: Callable[[Request], Any] | None = None) -> list[BaseRoute]:
+    """GET /v1/parity/drift: every watched task's `status()` (what the dashboard shows).
+
+    `authenticate(request) -> (key id, error or None)`: the gateway's key check, when it has keys."""
 
     async def drift(request: Request) -> JSONResponse:
+        if authenticate is not None:
+            _, error = authenticate(request)
+            if error is not None:
+                rid = new_request_id()
+                return JSONResponse(error.body(rid), status_code=error.status, headers={**error.headers, "request-id": rid})
         monitors = dict(get_monitors())
         return JSONResponse({"tasks": {task: m.status() for task, m in sorted(monitors.items())}})
 

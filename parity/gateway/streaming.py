@@ -19,7 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx2
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from parity.gateway.upstream import UpstreamFailure
 from parity.wrap import accumulate_sse
@@ -42,6 +45,23 @@ def _boundary(buffer: bytes) -> int:
         if at >= 0:
             end = max(end, at + len(sep))
     return end
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that always closes its body generator when it ends, the client hangs up included.
+
+    Starlette abandons the generator of a cancelled stream, and Python finalises it only when the garbage
+    collector gets to it: the upstream connection would stay open and the exchange would reach the ledger late,
+    or never. Closing it here (shielded from the cancellation) runs its `finally` at once."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
 
 
 @dataclass

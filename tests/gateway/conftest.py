@@ -86,9 +86,9 @@ class UpstreamShim:
             more = message.get("more_body", False)
         try:
             model = json.loads(body).get("model") if body else None
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             model = None
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.seen.append((model, headers))
         scoped = headers.get("x-emulator-fault-model")
         if scoped is not None and scoped != model:
@@ -153,7 +153,7 @@ class Harness:
             upstream_key=UPSTREAM_KEY,
             policy=policy,
             ledger_url=str(self.ledger_path),
-            transport=upstream_transport or AsyncASGITransport(self.shim),
+            transport=None if upstream_transport == "network" else upstream_transport or AsyncASGITransport(self.shim),
             retry=RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.01, max_wait_s=2.0),
             stall_timeout_s=0.25,
             candidate_timeout_s=0.2,

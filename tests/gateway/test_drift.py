@@ -169,3 +169,40 @@ def test_settings_are_checked():
 
 async def _no_sleep(seconds: float) -> None:
     return None
+
+
+def test_the_gateway_rolls_a_degraded_task_back_by_itself_end_to_end():
+    """Through the gateway: routed traffic, every answer shadowed (rate 1 keeps the test short), the candidate
+    degraded mid-run; the gateway's own drift monitor rolls the task back and the baseline answers from then on."""
+    from parity.gateway.local import LocalGateway
+    from parity.policy import Policy
+
+    seed = 2
+    brain = SimulatedBrain(seed=seed)
+    emulator = Emulator(brain=brain, seed=seed)
+    requests = [{**item.request, "model": BASELINE} for item in workloads.dataset(FAMILY, 300, seed=seed + 50)]
+    with LocalGateway(emulator, policy=Policy({"triage": make_policy()}), shadow_seed=seed,
+                      drift_options={"via": "sync", "batch_size": 1}) as gateway:
+        client = gateway.client(max_retries=0)
+        served, degraded_at = [], 20
+        for n, request in enumerate(requests):
+            if n == degraded_at:
+                brain.set_degradation(CANDIDATE, 0.6)
+            raw = client.messages.with_raw_response.create(**request, extra_headers={"x-parity-task": "triage"})
+            served.append(raw.http_response.headers.get("x-parity-reason") or raw.http_response.headers["x-parity-route"])
+            if served[-1] == "rolled_back":
+                break
+            monitor = gateway.gateway.monitors["triage"]
+            deadline = time.monotonic() + 30
+            while monitor.status()["pending"] or monitor.status()["in_flight"]:  # judged before the next request
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        assert served[-1] == "rolled_back", gateway.gateway.monitors["triage"].status()
+        assert set(served[:degraded_at]) == {"routed"}
+        status = gateway.gateway.monitors["triage"].status()
+        assert status["state"] == "rolled_back" and status["rollback"]["evidence"]["item_seq"] > degraded_at
+        with gateway.client(max_retries=0) as again:
+            assert again.messages.create(**requests[0], extra_headers={"x-parity-task": "triage"}).model == BASELINE
+    drift_rows = [r for r in gateway.rows() if r.route == "shadow"]
+    assert drift_rows and all(r.cost_usd is not None for r in drift_rows)  # baseline and judge calls are billed
+    print(f"\nrolled back after {len(served) - 1 - degraded_at} routed requests past the degradation")

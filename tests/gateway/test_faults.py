@@ -81,7 +81,7 @@ class RefuseModel(httpx2.AsyncBaseTransport):
 
 def test_candidate_connection_refused_falls_back(make):
     harness = make(policy=policy("route"))
-    harness.gateway.upstream.client._transport = RefuseModel(AsyncASGITransport(harness.shim), CANDIDATE)
+    harness.gateway.upstream.transport = RefuseModel(AsyncASGITransport(harness.shim), CANDIDATE)
     with harness.sdk() as sdk:
         message = sdk.messages.create(**PARAMS, extra_headers=TASK)
     _baseline_answer(message)
@@ -242,8 +242,9 @@ def _closed_port() -> int:
     return port
 
 
-def test_passthrough_connection_refused_is_a_502(make):
-    harness = make(upstream=f"http://127.0.0.1:{_closed_port()}", upstream_transport=httpx2.AsyncHTTPTransport())
+@pytest.mark.parametrize("client", ["lean", "httpx"])
+def test_passthrough_connection_refused_is_a_502(make, client):
+    harness = make(upstream=f"http://127.0.0.1:{_closed_port()}", upstream_transport="network", http_client=client)
     with harness.sdk() as sdk, pytest.raises(anthropic.InternalServerError) as info:
         sdk.messages.create(**PARAMS)
     assert info.value.status_code == 502 and "could not reach the upstream" in info.value.body["error"]["message"]

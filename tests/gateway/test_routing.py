@@ -153,7 +153,8 @@ def test_circuit_breaker():
 
 
 class FakeMonitor:
-    def __init__(self, rolled: bool = False):
+    def __init__(self, policy, rolled: bool = False):
+        self.policy, self.task = policy, policy.task
         self.rolled = rolled
         self.observed: list = []
 
@@ -172,7 +173,7 @@ def test_routed_answers_feed_drift_and_a_rollback_sends_the_task_to_the_baseline
     task_policy = policy("route")
     task_policy.tasks["triage"].shadow_rate = 0.05
     harness = make(policy=task_policy)
-    monitor = FakeMonitor()
+    monitor = FakeMonitor(task_policy.tasks["triage"])
     harness.gateway._monitors["triage"] = monitor
     with harness.sdk() as sdk:
         assert sdk.messages.create(**PARAMS, extra_headers=TASK).model == CANDIDATE

@@ -1,0 +1,287 @@
+"""The gateway's lean HTTP/1.1 upstream client, on real loopback sockets: framing (length, chunked, close, none),
+keep-alive and stale connections, cuts, stalls, refusals, TLS; then the whole gateway through it to the emulator
+served by uvicorn, faults included, seen by the official SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+import anthropic
+import httpx2
+import pytest
+
+from parity.gateway.http1 import Http1Transport
+
+from .conftest import BASELINE, GOOD_BASELINE, USER, ModelBrain
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A scripted HTTP server: `handler(reader, writer)` per connection; counts connections."""
+
+    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None):
+        self.handler, self.ssl_context = handler, ssl_context
+        self.connections = 0
+
+    async def __aenter__(self) -> Server:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=self.ssl_context)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    def url(self, path: str = "/v1/messages", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+def answer(body: bytes, *extra: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), b"".join(e + b"\r\n" for e in extra), body)
+
+
+async def call(transport: Http1Transport, url: str, *, method: str = "POST", body: bytes = b'{"a":1}',
+               read: float | None = 2.0) -> tuple[httpx2.Response, bytes]:
+    request = httpx2.Request(method, url, content=body if method != "HEAD" else None,
+                             extensions={"timeout": {"connect": 2.0, "read": read, "write": 2.0, "pool": 2.0}})
+    response = await transport.handle_async_request(request)
+    try:
+        data = await response.aread()
+    finally:
+        await response.aclose()
+    return response, data
+
+
+async def test_keep_alive_reuses_one_connection_and_the_request_arrives_intact():
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader, writer):
+        while True:
+            head, body = await read_request(reader)
+            seen.append((head, body))
+            writer.write(answer(b'{"ok":true}', b"content-type: application/json"))
+            await writer.drain()
+
+    async with Server(handler) as server:
+        transport = Http1Transport()
+        for n in range(3):
+            response, data = await call(transport, server.url("/v1/messages?beta=true"), body=b'{"n":%d}' % n)
+            assert response.status_code == 200 and data == b'{"ok":true}'
+            assert response.headers["content-type"] == "application/json"
+        await transport.aclose()
+    assert server.connections == 1
+    head, body = seen[2]
+    assert head.startswith(b"POST /v1/messages?beta=true HTTP/1.1\r\n") and b"host: 127.0.0.1:" in head.lower()
+    assert body == b'{"n":2}'
+
+
+ONE, TWO = b"event: one\ndata: 1\n\n", b"event: two\ndata: 2\n\n"
+
+
+async def test_chunked_answers_stream_as_they_come():
+    second = asyncio.Event()
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (len(ONE), ONE))
+        await writer.drain()
+        await second.wait()
+        writer.write(b"%x\r\n%s\r\n0\r\nx-trailer: t\r\n\r\n" % (len(TWO), TWO))
+        await writer.drain()
+        await reader.read()
+
+    async with Server(handler) as server:
+        transport = Http1Transport()
+        request = httpx2.Request("POST", server.url(), content=b"{}", extensions={"timeout": {"read": 2.0}})
+        response = await transport.handle_async_request(request)
+        chunks = []
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            second.set()  # the second event is only sent once the first was received
+        await response.aclose()
+        await transport.aclose()
+    assert b"".join(chunks) == ONE + TWO and len(chunks) >= 2
+
+
+@pytest.mark.parametrize("kind", ["close-delimited", "connection-close", "head", "no-content"])
+async def test_other_framings(kind):
+    async def handler(reader, writer):
+        head, _ = await read_request(reader)
+        if kind == "close-delimited":
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+            await writer.drain()
+            writer.close()
+        elif kind == "connection-close":
+            writer.write(answer(b"bye", b"connection: close"))
+        elif kind == "head":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n")
+            head, _ = await read_request(reader)
+            writer.write(answer(b"second"))
+        else:
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await read_request(reader)
+            writer.write(answer(b"second"))
+        await writer.drain()
+        await reader.read()
+
+    async with Server(handler) as server:
+        transport = Http1Transport()
+        method = "HEAD" if kind == "head" else "POST"
+        response, data = await call(transport, server.url(), method=method)
+        expected = {"close-delimited": b"until the end", "connection-close": b"bye"}.get(kind, b"")
+        assert data == expected
+        if kind in ("head", "no-content"):  # no body: the connection is reused for the next request
+            assert (await call(transport, server.url()))[1] == b"second" and server.connections == 1
+        await transport.aclose()
+
+
+async def test_a_stale_keep_alive_connection_is_retried_once_on_a_fresh_one():
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(answer(b"first"))
+        await writer.drain()
+        # and then the server closes the idle connection, as servers do after their keep-alive timeout
+
+    async with Server(handler) as server:
+        transport = Http1Transport()
+        assert (await call(transport, server.url()))[1] == b"first"
+        await asyncio.sleep(0.05)
+        assert (await call(transport, server.url()))[1] == b"first"
+        await transport.aclose()
+    assert server.connections == 2
+
+
+async def test_cut_stall_refused_and_garbage_are_the_httpx_errors_the_gateway_handles():
+    async def handler(reader, writer):
+        head, body = await read_request(reader)
+        if body == b"cut":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
+        elif body == b"cut-chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        elif body == b"stall":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nslow")
+            await writer.drain()
+            await asyncio.sleep(1.0)
+        elif body == b"garbage":
+            writer.write(b"SMTP ready\r\n\r\n")
+        elif body == b"silent":
+            pass
+        await writer.drain()
+
+    async with Server(handler) as server:
+        transport = Http1Transport()
+        for body, error in [(b"cut", httpx2.RemoteProtocolError), (b"cut-chunked", httpx2.RemoteProtocolError),
+                            (b"stall", httpx2.ReadTimeout), (b"garbage", httpx2.RemoteProtocolError),
+                            (b"silent", httpx2.RemoteProtocolError)]:
+            with pytest.raises(error):
+                await call(transport, server.url(), body=body, read=0.2)
+        await transport.aclose()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(httpx2.ConnectError):
+        await call(Http1Transport(), f"http://127.0.0.1:{port}/v1/messages")
+
+
+async def test_tls_is_verified(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                           str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"openssl cannot make a test certificate: {made.stderr[-200:]!r}")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(answer(b"secure"))
+        await writer.drain()
+
+    async with Server(handler, server_context) as server:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        response, data = await call(Http1Transport(ssl_context=trusting), server.url(scheme="https"))
+        assert data == b"secure"
+        with pytest.raises(httpx2.ConnectError):  # the default context does not trust a self-signed certificate
+            await call(Http1Transport(), server.url(scheme="https"))
+
+
+# ---- the whole gateway through it ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def emulator_on_a_socket():
+    import uvicorn
+
+    from parity.emulator.clock import ManualClock
+    from parity.emulator.faults import FaultSchedule
+    from parity.emulator.service import Emulator
+
+    emulator = Emulator(brain=ModelBrain(), clock=ManualClock(),
+                        faults=FaultSchedule(timeout_s=0.3, stall_s=0.6, retry_after_s=1, retry_after_ms=5))
+    emulator.batches.processing_s = "instant"
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(emulator.app(), log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def test_the_gateway_over_real_sockets_with_its_lean_client(make, emulator_on_a_socket):
+    harness = make(upstream=emulator_on_a_socket, upstream_transport="network", upstream_key="sk-emulator", read_timeout_s=0.3)
+    assert isinstance(harness.gateway.upstream.transport, Http1Transport)
+    params = dict(model=BASELINE, max_tokens=200, messages=USER)
+    with harness.sdk() as sdk:
+        for _ in range(3):
+            assert sdk.messages.create(**params).content[0].text == GOOD_BASELINE
+        with sdk.messages.stream(**params) as stream:
+            assert stream.get_final_message().content[0].text == GOOD_BASELINE
+        assert sdk.messages.count_tokens(model=BASELINE, messages=USER).input_tokens > 0
+        batch = sdk.messages.batches.create(requests=[{"custom_id": "a", "params": params}])
+        results = list(sdk.messages.batches.results(batch.id))
+        assert results[0].result.type == "succeeded"
+        with pytest.raises(anthropic.APIStatusError) as cut:
+            with sdk.messages.stream(**params, extra_headers={"x-emulator-fault": "cut_stream"}) as stream:
+                stream.get_final_message()
+        assert "incomplete" in cut.value.body["error"]["message"]
+        with pytest.raises(anthropic.APIStatusError):  # stalls past the gateway's read timeout: an error event
+            with sdk.messages.stream(**params, extra_headers={"x-emulator-fault": "stall"}) as stream:
+                stream.get_final_message()
+        with pytest.raises(anthropic.OverloadedError):
+            sdk.messages.create(**params, extra_headers={"x-emulator-fault": "overloaded"})
+    rows = harness.ledger(at_least=7)  # 3 creates, 3 streams, the 529 (count_tokens and batches are not ledgered)
+    assert [(row.route, row.status_code) for row, _ in rows] == [("passthrough", 200)] * 6 + [("passthrough", 529)]
+    assert [ex.error["error"]["type"] for _, ex in rows[4:6]] == ["cut", "stall"]
