@@ -65,21 +65,20 @@ def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
     # The gateway replay: cheaper after, every routed request in the ledger.
     assert "before (direct)" in out and "after (gateway)" in out and "Fallbacks to the baseline" in out
     assert (tmp_path / "ledger.db").exists()
-    from parity.ledger.reader import read_ledger
+    from parity.ledger.reader import read_rows
 
-    ledger = [e for _, e in read_ledger(str(tmp_path / "ledger.db"))]
-    from parity.ledger.reader import read_outcomes
-
-    outcomes = list(read_outcomes(str(tmp_path / "ledger.db")))
-    fallbacks = [o for o in outcomes if o.route == "fallback"]
+    rows = list(read_rows(str(tmp_path / "ledger.db")))
+    fallbacks = [r for r in rows if r.route == "fallback"]
     # Each fallback follows a candidate answer that broke the label contract, recorded with the same reason.
-    assert fallbacks and all(o.reason_kind == "contract_label" for o in fallbacks)
-    rejected = [o for o in outcomes if o.route == "routed" and o.reason is not None]
-    assert sorted(o.reason for o in rejected) == sorted(o.reason for o in fallbacks)
-    answered = [e for e in ledger if e.route in ("routed", "fallback")]
-    assert len(answered) == 300 + len(fallbacks) and all(e.task == "ticket_triage" for e in answered)
+    assert fallbacks and all(r.reason_code == "contract_label" for r in fallbacks)
+    rejected = [r for r in rows if not r.answered_client]
+    assert sorted(r.reason for r in rejected) == sorted(r.reason for r in fallbacks)
+    assert all(r.exchange.model_served.startswith("claude-haiku-4-5") for r in rejected)
+    answered = [r for r in rows if r.answered_client]
+    triage = [r for r in answered if r.exchange.task == "ticket_triage"]
+    assert len(triage) == 300 and {r.route for r in triage} == {"routed", "fallback"}
+    assert all(r.exchange.model_served.startswith("claude-haiku-4-5") for r in triage if r.route == "routed")
+    assert all(r.exchange.model_served.startswith("claude-opus-4-8") for r in fallbacks)
+    others = [r for r in answered if r.route == "passthrough"]
+    assert len(others) == 150 + 30 and not any(r.exchange.model_served.startswith("claude-haiku") for r in others)
     assert f"Fallbacks to the baseline, the client getting the baseline's answer: {len(fallbacks)}" in out
-    assert all(e.model_served.startswith("claude-haiku-4-5") for e in ledger if e.route == "routed")
-    assert all(e.model_served.startswith("claude-opus-4-8") for e in ledger if e.route == "fallback")
-    others = [e for e in ledger if e.route == "passthrough"]
-    assert len(others) == 150 + 30 and not any(e.model_served.startswith("claude-haiku") for e in others)

@@ -14,68 +14,23 @@ HTTP. After the run, `rows()` reads the ledger back with each exchange's route, 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx2
-import sqlalchemy as sa
 
 from parity.emulator.service import Emulator
 from parity.emulator.transport import AsyncASGITransport, EventLoopThread, SyncASGITransport
-from parity.exchange import Exchange
 from parity.gateway.app import create_gateway
 from parity.gateway.config import GatewayConfig
-from parity.ledger.schema import create_engine, exchanges, ledger_url
+from parity.ledger.reader import LedgerRow, read_rows
 
 BASE_URL = "http://gateway.local"
 CLIENT_KEY = "sk-local-client"
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One ledger row: the Exchange plus what the gateway added (route, why, exact cost, status, key)."""
-
-    id: int
-    exchange: Exchange
-    route: str | None
-    reason: str | None
-    cost_usd: Decimal | None
-    status_code: int | None
-    key_id: str | None
-
-    @property
-    def reason_code(self) -> str | None:
-        """The machine part of `reason` ("contract_schema", "candidate_timeout", "rolled_back", ...)."""
-        return self.reason.split(":", 1)[0].split(";", 1)[0].strip() if self.reason else None
-
-    @property
-    def answered_client(self) -> bool:
-        """Whether this exchange is the answer a client received (not a discarded candidate attempt, a shadow
-        copy or a drift call: those are recorded and priced, but nobody was answered by them)."""
-        return self.exchange.tags.get("outcome") != "rejected" and self.route != "shadow"
-
-
-def ledger_rows(url: str) -> list[LedgerRow]:
-    """Every row of a gateway ledger (SQLite path or SQLAlchemy URL), in the order written."""
-    engine = create_engine(ledger_url(url))
-    t = exchanges.c
-    query = sa.select(t.id, t.exchange_json, t.route, t.reason, t.cost_usd, t.status_code, t.key_id).order_by(t.id)
-    try:
-        with engine.connect() as conn:
-            rows = list(conn.execute(query))
-    finally:
-        engine.dispose()
-    return [
-        LedgerRow(row.id, Exchange.from_dict(json.loads(row.exchange_json)), row.route, row.reason,
-                  Decimal(row.cost_usd) if row.cost_usd is not None else None, row.status_code, row.key_id)
-        for row in rows
-    ]
 
 
 class LocalGateway:
@@ -130,7 +85,7 @@ class LocalGateway:
             return list(self._final)
         if not self._closed:
             self.flush()
-        return ledger_rows(self.ledger_url)
+        return list(read_rows(self.ledger_url))
 
     def routes(self) -> Counter[str]:
         """How the clients' requests were answered: passthrough, routed, fallback, deferred, ..."""
@@ -174,7 +129,7 @@ class LocalGateway:
 
     def _cleanup(self) -> None:
         if self._tmp is not None:
-            self._final = ledger_rows(self.ledger_url)  # the temporary ledger goes; what it held stays readable
+            self._final = list(read_rows(self.ledger_url))  # the temporary ledger goes; what it held stays readable
             self._tmp.cleanup()
             self._tmp = None
 
@@ -191,4 +146,4 @@ class LocalGateway:
         await self.aclose()
 
 
-__all__ = ["LedgerRow", "LocalGateway", "ledger_rows"]
+__all__ = ["LocalGateway"]

@@ -33,34 +33,41 @@ def read_ledger(url: str, *, task: str | None = None) -> Iterator[tuple[int, Exc
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What the gateway did with one upstream call, from the ledger's own columns (no JSON parsing)."""
+class LedgerRow:
+    """One ledger row: the Exchange plus what the gateway added (route, why, exact cost, status, key)."""
 
-    row_id: int
-    task: str | None
+    id: int
+    exchange: Exchange
     route: str | None
-    model_served: str | None
-    status_code: int | None
-    cost_usd: Decimal | None
     reason: str | None
+    cost_usd: Decimal | None
+    status_code: int | None
+    key_id: str | None
 
     @property
-    def reason_kind(self) -> str | None:
-        """The reason's machine-readable head, e.g. `contract_label` of `contract_label: 'x' is not one of ...`."""
-        return None if self.reason is None else self.reason.split(":", 1)[0].strip()
+    def reason_code(self) -> str | None:
+        """The machine part of `reason` ("contract_label", "candidate_timeout", "rolled_back", ...)."""
+        return self.reason.split(":", 1)[0].split(";", 1)[0].strip() if self.reason else None
+
+    @property
+    def answered_client(self) -> bool:
+        """Whether this exchange is the answer a client received (not a discarded candidate attempt, a shadow
+        copy or a drift call: those are recorded and priced, but nobody was answered by them)."""
+        return self.exchange.tags.get("outcome") != "rejected" and self.route != "shadow"
 
 
-def read_outcomes(url: str, *, task: str | None = None) -> Iterator[Outcome]:
-    """Yield each ledger row's route, reason and exact cost in insertion order (for counting fallbacks and spend)."""
+def read_rows(url: str, *, task: str | None = None) -> Iterator[LedgerRow]:
+    """Every row with the gateway's route, reason and exact cost, in the order written (a damaged row raises)."""
     engine = create_engine(ledger_url(url))
-    c = exchanges.c
-    query = sa.select(c.id, c.task, c.route, c.model_served, c.status_code, c.cost_usd, c.reason).order_by(c.id)
+    t = exchanges.c
+    query = sa.select(t.id, t.exchange_json, t.route, t.reason, t.cost_usd, t.status_code, t.key_id).order_by(t.id)
     if task is not None:
-        query = query.where(c.task == task)
+        query = query.where(t.task == task)
     try:
         with engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=1000)):
-                cost = None if row.cost_usd is None else Decimal(row.cost_usd)
-                yield Outcome(row.id, row.task, row.route, row.model_served, row.status_code, cost, row.reason)
+                exchange = Exchange.from_dict(json.loads(row.exchange_json), file=url, line=row.id)
+                cost = Decimal(row.cost_usd) if row.cost_usd is not None else None
+                yield LedgerRow(row.id, exchange, row.route, row.reason, cost, row.status_code, row.key_id)
     finally:
         engine.dispose()

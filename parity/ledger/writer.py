@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -28,22 +29,33 @@ class LedgerEntry:
     status_code: int | None = None
 
 
+def _text(value: Any) -> str | None:
+    """A column value as text: a model the client sent as a number or an object is kept as its JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _row(entry: LedgerEntry) -> dict[str, Any]:
     ex = entry.exchange
-    usage = ex.usage or {}
+    usage = ex.usage if isinstance(ex.usage, dict) else {}
     return {
         "started_at": format_time(ex.started_at),
         "duration_ms": ex.duration_ms,
-        "task": ex.tags.get("task"),
+        "task": _text(ex.tags.get("task")),
         "route": ex.route,
-        "model_requested": ex.model_requested,
-        "model_served": ex.model_served,
+        "model_requested": _text(ex.model_requested),
+        "model_served": _text(ex.model_served),
         "status_code": entry.status_code,
         "batch": ex.batch,
-        "input_tokens": usage.get("input_tokens"),
-        "output_tokens": usage.get("output_tokens"),
-        "cache_read_input_tokens": usage.get("cache_read_input_tokens"),
-        "cache_creation_input_tokens": usage.get("cache_creation_input_tokens"),
+        "input_tokens": _count(usage.get("input_tokens")),
+        "output_tokens": _count(usage.get("output_tokens")),
+        "cache_read_input_tokens": _count(usage.get("cache_read_input_tokens")),
+        "cache_creation_input_tokens": _count(usage.get("cache_creation_input_tokens")),
         "cost_usd": None if entry.cost_usd is None else str(entry.cost_usd),
         "reason": entry.reason,
         "key_id": entry.key_id,
@@ -89,6 +101,21 @@ class LedgerWriter:
         self._thread.join(timeout=30)
         self.engine.dispose()
 
+    def _insert(self, entries: list[LedgerEntry]) -> None:
+        """One transaction for the batch; if it fails, row by row, so one bad row never loses the others."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(exchanges.insert(), [_row(e) for e in entries])
+            self._written += len(entries)
+            return
+        except Exception:  # the ledger must never take the gateway down; retry one by one, count and log
+            if len(entries) == 1:
+                self._failed += 1
+                log.exception("ledger write failed for one row")
+                return
+        for entry in entries:
+            self._insert([entry])
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
@@ -99,15 +126,9 @@ class LedgerWriter:
                 except queue.Empty:
                     break
             stop = any(p is _STOP for p in pending)
-            rows = [_row(p) for p in pending if p is not _STOP]
-            if rows:
-                try:
-                    with self.engine.begin() as conn:
-                        conn.execute(exchanges.insert(), rows)
-                    self._written += len(rows)
-                except Exception:  # the ledger must never take the gateway down; count and log instead
-                    self._failed += len(rows)
-                    log.exception("ledger write failed for %d rows", len(rows))
+            entries = [p for p in pending if p is not _STOP]
+            if entries:
+                self._insert(entries)
             for _ in pending:
                 self._queue.task_done()
             if self._queue.empty():

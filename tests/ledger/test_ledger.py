@@ -59,11 +59,10 @@ def test_damaged_row_is_reported_not_fatal(tmp_path):
     assert results[1][1].line == 2
 
 
-def test_read_outcomes_gives_route_reason_and_exact_cost(tmp_path):
+def test_read_rows_gives_route_reason_and_exact_cost(tmp_path):
     from dataclasses import replace
-    from decimal import Decimal
 
-    from parity.ledger.reader import read_outcomes
+    from parity.ledger.reader import read_rows
 
     url = str(tmp_path / "ledger.db")
     writer = LedgerWriter(url)
@@ -71,7 +70,24 @@ def test_read_outcomes_gives_route_reason_and_exact_cost(tmp_path):
     writer.write(LedgerEntry(plain, cost_usd=Decimal("0.000123")))
     writer.write(LedgerEntry(_exchange(2), cost_usd=Decimal("0.5"), reason="contract_label: 'Billing.' is not a label"))
     writer.close()
-    rows = list(read_outcomes(url))
-    assert [(r.task, r.route, r.cost_usd, r.reason_kind) for r in rows] == [
+    rows = list(read_rows(url))
+    assert [(r.exchange.task, r.route, r.cost_usd, r.reason_code) for r in rows] == [
         (None, "passthrough", Decimal("0.000123"), None), ("triage", "routed", Decimal("0.5"), "contract_label")]
-    assert [r.row_id for r in read_outcomes(url, task="triage")] == [rows[1].row_id]
+    assert rows[1].exchange.request == _exchange(2).request and rows[1].answered_client
+    assert [r.id for r in read_rows(url, task="triage")] == [rows[1].id]
+
+
+def test_one_bad_row_never_loses_the_rest_of_its_batch(tmp_path):
+    from dataclasses import replace
+
+    url = str(tmp_path / "ledger.db")
+    writer = LedgerWriter(url)
+    odd_model = replace(_exchange(1), request={**_exchange(1).request, "model": {"not": "a string"}})
+    broken = replace(_exchange(2), started_at=None)  # cannot be formatted: this row fails on its own
+    for entry in (_exchange(0), odd_model, broken, _exchange(3)):
+        writer.write(LedgerEntry(entry, cost_usd=Decimal("0.01")))
+    writer.close()
+    assert (writer.written, writer.failed) == (3, 1)
+    rows = [ex for _, ex in read_ledger(url)]
+    assert [ex.request["messages"][0]["content"] for ex in rows] == ["hi 0", "hi 1", "hi 3"]
+    assert rows[1].request["model"] == {"not": "a string"}
