@@ -13,7 +13,7 @@ The on-disk form is Exchange JSONL, one object per line::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,6 +121,16 @@ class Exchange:
             route=route,
             batch=bool(data.get("batch", False)),
         )
+
+
+def json_dict(value: Any) -> dict[str, Any]:
+    """A Message, batch or error as its JSON object, whether the SDK gave a model or a mapping."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json")
+    raise TypeError(f"expected a JSON object or an anthropic SDK model, got {type(value).__name__}")
 
 
 def parse_time(text: str) -> datetime:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from parity.files import write_atomic
 from parity.errors import InputError
 
 Mode = Literal["route", "shadow", "observe"]
@@ -184,13 +183,7 @@ def load_policy(path: str | Path) -> Policy:
 
 def save_policy(policy: Policy, path: str | Path) -> None:
     """Write atomically, so a gateway reloading the file never reads half of it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".policy-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(policy.to_dict(), handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, target)
+    write_atomic(path, json.dumps(policy.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def upsert_task(path: str | Path, task: TaskPolicy) -> Policy:

@@ -36,7 +36,6 @@ def audit(
 ) -> None:
     """Audit Claude API logs: exact spend, cache breaks (the block and offset), batchable traffic, right-size
     candidates, and the savings of each lever, stacked."""
-    from parity.audit.batch import NightPolicy
     from parity.audit.run import AuditOptions, audit_paths
 
     table = PriceTable.load([str(p) for p in prices]) if prices else None

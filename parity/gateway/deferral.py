@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Route
 from parity import pricing
 from parity.emulator.errors import ERROR_TYPES, APIError
 from parity.emulator.ids import request_id as new_request_id
-from parity.exchange import Exchange, format_time
+from parity.exchange import Exchange, format_time, json_dict
 
 log = logging.getLogger("parity.gateway")
 
@@ -54,15 +54,6 @@ _STATUS_OF_TYPE = {kind: status for status, kind in ERROR_TYPES.items()}
 # --------------------------------------------------------------------------------------------------------------
 # The gateway's own calls: Messages and Message Batches through the gateway Upstream or an SDK client
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    raise TypeError(f"expected a JSON object or an SDK model, got {type(value).__name__}")
 
 
 def _error_from(status: int, body: bytes | None) -> APIError:
@@ -110,7 +101,7 @@ class UpstreamCalls:
         body = dict(params)
         known = {k: body.pop(k) for k in ("model", "max_tokens", "messages") if k in body}
         message = await self._sdk(self.client.messages.create, **known, extra_body=body)
-        return _as_dict(message)
+        return json_dict(message)
 
     async def submit(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
         """POST /v1/messages/batches; the MessageBatch as a dict."""
@@ -119,7 +110,7 @@ class UpstreamCalls:
             if not answer.ok:
                 raise _error_from(answer.status, answer.body)
             return dict(answer.data)
-        return _as_dict(await self._sdk(self.client.messages.batches.create, requests=requests))
+        return json_dict(await self._sdk(self.client.messages.batches.create, requests=requests))
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
         """GET /v1/messages/batches/{id}."""
@@ -128,7 +119,7 @@ class UpstreamCalls:
             if not answer.ok:
                 raise _error_from(answer.status, answer.body)
             return dict(answer.data)
-        return _as_dict(await self._sdk(self.client.messages.batches.retrieve, batch_id))
+        return json_dict(await self._sdk(self.client.messages.batches.retrieve, batch_id))
 
     async def results(self, batch_id: str) -> dict[str, dict[str, Any]]:
         """GET /v1/messages/batches/{id}/results, as {custom_id: result} (result has `type` and `message`/`error`)."""
@@ -148,12 +139,12 @@ class UpstreamCalls:
             decoder = await self.client.messages.batches.results(
                 batch_id, extra_headers={"anthropic-version": API_VERSION})
             async for entry in decoder:
-                out[entry.custom_id] = _as_dict(entry.result)
+                out[entry.custom_id] = json_dict(entry.result)
             return out
 
         def read() -> None:
             for entry in self.client.messages.batches.results(batch_id, extra_headers={"anthropic-version": API_VERSION}):
-                out[entry.custom_id] = _as_dict(entry.result)
+                out[entry.custom_id] = json_dict(entry.result)
 
         await asyncio.to_thread(read)
         return out
@@ -350,8 +341,8 @@ class DeferralQueue:
         kind = str(result.get("type"))
         item.status = kind if kind in ("succeeded", "errored", "canceled", "expired") else "errored"
         item.finished_at = self.clock()
-        item.message = _as_dict(result["message"]) if kind == "succeeded" else None
-        item.error = _as_dict(result["error"]) if kind == "errored" and result.get("error") else None
+        item.message = json_dict(result["message"]) if kind == "succeeded" else None
+        item.error = json_dict(result["error"]) if kind == "errored" and result.get("error") else None
         self.counts[item.status] += 1
         cost = None
         usage = (item.message or {}).get("usage")

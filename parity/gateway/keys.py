@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from parity.files import write_atomic
 from parity.emulator.errors import APIError
 from parity.errors import InputError
 from parity.exchange import format_time
@@ -109,14 +108,8 @@ class KeyStore:
         self._keys, self._mtime = keys, mtime
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": 1, "keys": [asdict(k) for k in self._keys.values()]}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-", suffix=".json")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=2) + "\n", mode=0o600)
         self._mtime = self.path.stat().st_mtime
 
     def reload_if_changed(self, every_s: float = 1.0) -> None:

@@ -33,9 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
-import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -49,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from parity.files import write_atomic
 from parity import pricing
 from parity.emulator.ids import request_id as new_request_id
 from parity.exchange import format_time
@@ -435,11 +434,7 @@ class DriftMonitor:
     def _save_state(self) -> None:
         if self.state_path is None or self._rollback is None:
             return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".drift-")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self._rollback, handle, indent=2, default=str)
-        os.replace(tmp, self.state_path)
+        write_atomic(self.state_path, json.dumps(self._rollback, indent=2, default=str))
 
     def status(self) -> dict[str, Any]:
         """JSON for the dashboard and metrics: what is watched, where the e-process stands, and any rollback."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from parity import pricing
 from parity.errors import ParityError
+from parity.exchange import json_dict
 
 MAX_BATCH_REQUESTS = 10_000
 POLL_START_S = 1.0
@@ -277,7 +278,7 @@ class Caller:
         for done, (key, call) in enumerate(todo.items()):
             self.network_calls += 1
             message = self.client.messages.create(**call.params)
-            self._store([self._result(key, call.purpose, _as_dict(message), batch=False)])
+            self._store([self._result(key, call.purpose, json_dict(message), batch=False)])
             if self.progress:
                 self.progress(f"{call.purpose} calls", done + 1, total)
 
@@ -331,9 +332,9 @@ class Caller:
             key = entry.custom_id
             result = entry.result
             if result.type == "succeeded" and key not in self._results:
-                fresh.append(self._result(key, purposes.get(key, "unknown"), _as_dict(result.message), batch=True))
+                fresh.append(self._result(key, purposes.get(key, "unknown"), json_dict(result.message), batch=True))
             elif result.type == "errored":
-                error = _as_dict(result.error)
+                error = json_dict(result.error)
                 inner = error.get("error") or error
                 if inner.get("type") == "invalid_request_error":
                     self._pending_path(batch_id).unlink(missing_ok=True)
@@ -341,15 +342,6 @@ class Caller:
                                       f"{inner.get('message')}; this is a bug in the request, not a transient error")
         self._store(fresh)
         self._pending_path(batch_id).unlink(missing_ok=True)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    raise ParityError(f"unexpected SDK object {type(value).__name__}; expected a Message")
 
 
 __all__ = ["BudgetExhausted", "Call", "CallResult", "Caller", "Spend", "estimate_cost", "message_text", "request_key"]

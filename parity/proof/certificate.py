@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parity.files import write_atomic
 from parity.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,12 +163,7 @@ def dumps(cert: Mapping[str, Any]) -> str:
 
 def write_json(cert: Mapping[str, Any], path: str | Path) -> Path:
     """Write atomically (temp file, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(dumps(cert), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_atomic(path, dumps(cert))
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -435,12 +430,7 @@ def _candidate_section(page: Any, cand: Mapping[str, Any], cert: Mapping[str, An
 
 
 def write_html(cert: Mapping[str, Any], path: str | Path) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(render_html(cert), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_atomic(path, render_html(cert))
 
 
 __all__ = ["CandidateCheck", "VerifyResult", "build", "certificate_id", "dumps", "load", "render_html", "verify",

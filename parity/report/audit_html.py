@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from parity.files import write_atomic
 from parity.report import plots
 from parity.report.html import Page, Safe, badge, escape
 
@@ -130,12 +131,7 @@ def render_audit_html(report: Mapping[str, Any], *, simulated: bool | None = Non
 
 def write_audit_html(report: Mapping[str, Any], path: str | os.PathLike[str], *, simulated: bool | None = None) -> Path:
     """Write the audit report as one self-contained offline HTML file; returns its path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(render_audit_html(report, simulated=simulated), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_atomic(path, render_audit_html(report, simulated=simulated))
 
 
 # -- sections -------------------------------------------------------------------------------------------------

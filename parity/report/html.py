@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from parity.files import write_atomic
 
 __all__ = ["Page", "Safe", "badge", "escape", "table"]
 
@@ -139,9 +140,4 @@ class Page:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the page atomically (a temp file then rename); returns the path."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(self.render(), encoding="utf-8")
-        os.replace(tmp, target)
-        return target
+        return write_atomic(path, self.render())
