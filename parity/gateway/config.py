@@ -50,7 +50,7 @@ class GatewayConfig:
     emulator: Any = None
     transport: Any = None
     shadow_seed: int | None = None
-    http_client: str = "lean"  # "lean" (parity.gateway.http1) or "httpx" (httpx2's transport) to the upstream
+    http_client: str = "lean"  # "lean" (aiohttp, parity.gateway.aiohttp_transport) or "httpx" (httpx2's own)
     state_dir: str | None = None  # where drift rollbacks are kept across restarts (drift-<task>.json)
     drift_options: dict[str, Any] = field(default_factory=dict)  # DriftMonitor keywords (via, batch_size, ...)
     deferral_options: dict[str, Any] = field(default_factory=dict)  # DeferralQueue keywords (max_batch, ...)

@@ -27,7 +27,7 @@ from urllib.parse import unquote
 import httpx2
 
 from parity.emulator.errors import APIError
-from parity.gateway.http1 import Http1Transport
+from parity.gateway.aiohttp_transport import AiohttpTransport
 from parity.gateway.retry import CircuitBreaker, RetryPolicy
 
 log = logging.getLogger("parity.gateway")
@@ -137,14 +137,15 @@ class Upstream:
         self.timeout = httpx2.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=60.0, pool=30.0)
         # The transport is called directly, not through an httpx2.AsyncClient: the client's layers (auth flows,
         # redirects, cookies, URL and header merging) cost ~0.3 ms a request and the gateway needs none of them.
-        # By default it is the gateway's lean HTTP/1.1 client (`http1`); `http_client="httpx"` uses httpx2's own.
+        # By default it is the aiohttp-based transport (`aiohttp_transport`, a C-accelerated HTTP parser, ~1 ms a
+        # request less than httpx2's pure-Python stack); `http_client="httpx"` uses httpx2's own.
         if transport is None and http_client == "httpx":
             transport = httpx2.AsyncHTTPTransport(
                 limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=min(200, max_connections)),
                 trust_env=False,
             )
         elif transport is None:
-            transport = Http1Transport(max_idle=min(200, max_connections))
+            transport = AiohttpTransport(max_connections=max_connections)
         self.transport: httpx2.AsyncBaseTransport = transport
         self._key_bytes = self.api_key.encode() if self.api_key else None
 
