@@ -22,8 +22,9 @@ def serve(
     port: int = typer.Option(8080, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
     policy: Optional[str] = typer.Option(None, help="Policy file written by `parity prove` (re-read when it changes)."),
-    ledger: Optional[str] = typer.Option(
-        None, help="Ledger: a SQLite file path (WAL mode) or a SQLAlchemy URL such as postgresql://..."
+    ledger: str = typer.Option(
+        "parity-ledger.db", help="Ledger: a SQLite file path (WAL mode) or a SQLAlchemy URL such as postgresql://...; "
+        "'off' records nothing."
     ),
     keys: Optional[str] = typer.Option(
         None, help="Gateway keys file (`parity keys create`); without it any client key is accepted."
@@ -57,7 +58,8 @@ def serve(
     if state_dir is None and policy is not None:
         state_dir = str(Path(policy).with_suffix(".state"))
     config = GatewayConfig(
-        upstream=upstream, policy_path=policy, ledger_url=ledger, keys_path=keys, redact=redact,
+        upstream=upstream, policy_path=policy, ledger_url=None if ledger == "off" else ledger, keys_path=keys,
+        redact=redact,
         public_base_url=public_url, stall_timeout_s=stall_timeout, candidate_timeout_s=candidate_timeout,
         read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries), state_dir=state_dir,
         http_client=http_client,
