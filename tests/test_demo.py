@@ -71,7 +71,7 @@ def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
     fallbacks = [r for r in rows if r.route == "fallback"]
     # Each fallback follows a candidate answer that broke the label contract, recorded with the same reason.
     assert fallbacks and all(r.reason_code == "contract_label" for r in fallbacks)
-    rejected = [r for r in rows if not r.answered_client]
+    rejected = [r for r in rows if not r.answered_client and r.route != "shadow"]
     assert sorted(r.reason for r in rejected) == sorted(r.reason for r in fallbacks)
     assert all(r.exchange.model_served.startswith("claude-haiku-4-5") for r in rejected)
     answered = [r for r in rows if r.answered_client]
@@ -82,3 +82,7 @@ def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
     others = [r for r in answered if r.route == "passthrough"]
     assert len(others) == 150 + 30 and not any(r.exchange.model_served.startswith("claude-haiku") for r in others)
     assert f"Fallbacks to the baseline, the client getting the baseline's answer: {len(fallbacks)}" in out
+    # A sample of the routed answers was shadowed by the baseline and judged, recorded as route "shadow".
+    shadow = [r for r in rows if r.route == "shadow"]
+    assert shadow and {r.exchange.tags.get("drift") for r in shadow} >= {"baseline", "judge"}
+    assert "Drift watch on ticket_triage" in out and "watching" in out

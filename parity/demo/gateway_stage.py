@@ -32,22 +32,27 @@ class Replay:
     after: Bill
     routes: Counter
     fallbacks: Counter
+    drift: dict[str, dict]
 
 
 def replay_through_gateway(emulator: Emulator, recorded: Recorded, policy: Policy, console: Console, out: Path,
                            size: DemoSize) -> Replay:
     """Send the interactive part of the day again, this time through the gateway with `policy`."""
     steps = interactive_steps(size)
-    with LocalGateway(emulator, policy=policy, ledger_url=str(out / "ledger.db"), shadow_seed=0) as gateway:
+    # The demo judges its shadow sample at once (`via: sync`); a deployed gateway sends it as Message Batches.
+    with LocalGateway(emulator, policy=policy, ledger_url=str(out / "ledger.db"), shadow_seed=0,
+                      drift_options={"via": "sync"}) as gateway:
         client = gateway.client(max_retries=2)
         with progress_bar(console) as progress:
             send_steps(client, steps, emulator.clock, progress)
+        gateway.flush()
+        drift = {task: m.status() for task, m in gateway.gateway.monitors.items()}
     rows = gateway.rows()
     tasks = {s.tags["task"] for s in steps}
     before = bill(e for e in recorded.exchanges if e.task in tasks and not e.batch)
     after = bill(row.exchange for row in rows)
     fallbacks = Counter(reason for (_, reason) in gateway.fallbacks().elements())
-    return Replay(rows, before, after, gateway.routes(), fallbacks)
+    return Replay(rows, before, after, gateway.routes(), fallbacks, drift)
 
 
 def print_replay(console: Console, replay: Replay) -> None:
@@ -62,11 +67,22 @@ def print_replay(console: Console, replay: Replay) -> None:
     table.add_row("after (gateway)", f"{answered:,}", f"{replay.after.requests:,}", usd(replay.after.total.total),
                   f"{haiku / answered:.0%}" if answered else "n/a")
     console.print(table)
-    saved = replay.before.total.total - replay.after.total.total
+    drift_cost = bill(r.exchange for r in replay.rows if r.route == "shadow").total.total
+    answering = replay.after.total.total - drift_cost
+    saved = replay.before.total.total - answering
     pct = saved / replay.before.total.total if replay.before.total.total else 0
     routes = ", ".join(f"{name} {n}" for name, n in sorted(replay.routes.items()))
     reasons = ", ".join(f"{r} {n}" for r, n in replay.fallbacks.most_common()) or "none"
-    console.print(f"Saved {usd(saved)} ({pct:.1%}) on this traffic, the rejected candidate answers included. "
-                  f"Requests by route: {routes}.\n"
+    console.print(f"Saved {usd(saved)} ({pct:.1%}) on answering this traffic, rejected candidate answers included; "
+                  f"the drift sample below cost {usd(drift_cost)} on top (sent synchronously here, at half price "
+                  f"through the Batch API, the gateway's default). Requests by route: {routes}.\n"
                   f"Fallbacks to the baseline, the client getting the baseline's answer: "
                   f"{replay.routes.get('fallback', 0)}, by reason: {reasons}.")
+    for task, st in replay.drift.items():
+        seg = st["current_segment"]
+        mean = "n/a" if seg["mean_score"] is None else f"{seg['mean_score']:.2f}"
+        console.print(
+            f"Drift watch on {task}: {st['judged']} of {st['observed']} routed answers ({st['rate']:.0%} sampled) "
+            f"were also answered by {st['baseline_model']} and judged {SIMULATED}; mean score {mean}, futility "
+            f"e-value {seg['futility_e_value']:.2f} (the task rolls back to its baseline by itself at "
+            f"{1 / st['alpha']:.0f}): {st['state'].replace('_', ' ')}.")
