@@ -114,6 +114,19 @@ class _Exchange:
             self.disconnected.set()
 
 
+def _take(body: _SyncBody | _AsyncBody, item: tuple) -> bytes:
+    """One queued ASGI event as body bytes: marks the body done at its end; a dropped app is a protocol error."""
+    if item[0] == "body":
+        if not item[2]:
+            body._done = True
+        return item[1]
+    if item[0] == "end":
+        body._done = True
+        return b""
+    body._close()
+    raise httpx2.RemoteProtocolError(_PEER_CLOSED, request=body._request)
+
+
 class _SyncBody(httpx2.SyncByteStream):
     def __init__(self, items: queue.Queue, request: httpx2.Request, close: Callable[[], None], done: bool):
         self._items, self._request, self._close, self._done = items, request, close, done
@@ -126,16 +139,9 @@ class _SyncBody(httpx2.SyncByteStream):
             except queue.Empty:
                 self._close()
                 raise httpx2.ReadTimeout("timed out reading the response body", request=self._request) from None
-            if item[0] == "body":
-                if item[1]:
-                    yield item[1]
-                if not item[2]:
-                    self._done = True
-            elif item[0] == "end":
-                self._done = True
-            else:
-                self._close()
-                raise httpx2.RemoteProtocolError(_PEER_CLOSED, request=self._request)
+            chunk = _take(self, item)
+            if chunk:
+                yield chunk
 
     def close(self) -> None:
         self._close()
@@ -195,16 +201,9 @@ class _AsyncBody(httpx2.AsyncByteStream):
             except TimeoutError:
                 self._close()
                 raise httpx2.ReadTimeout("timed out reading the response body", request=self._request) from None
-            if item[0] == "body":
-                if item[1]:
-                    yield item[1]
-                if not item[2]:
-                    self._done = True
-            elif item[0] == "end":
-                self._done = True
-            else:
-                self._close()
-                raise httpx2.RemoteProtocolError(_PEER_CLOSED, request=self._request)
+            chunk = _take(self, item)
+            if chunk:
+                yield chunk
 
     async def aclose(self) -> None:
         self._close()
