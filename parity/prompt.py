@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from parity.emulator import tokenizer
+from parity import tokenizer
 
 LEVELS = ("tools", "system", "messages")
 _RANK = {level: i for i, level in enumerate(LEVELS)}

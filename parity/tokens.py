@@ -3,7 +3,7 @@
 With a client, an API key or a base URL, `TokenCounter` asks the API through the official SDK and caches each
 answer in SQLite by (endpoint, model, sha256 of the request's count-relevant fields as compact JSON in the
 request's own key order: key order is part of what the API tokenizes). Without one it returns an offline
-estimate from `parity.emulator.tokenizer.count_request`, labelled `estimate=True` everywhere it is shown,
+estimate from `parity.tokenizer.count_request`, labelled `estimate=True` everywhere it is shown,
 because it is an approximation and not Claude's tokenizer.
 """
 
@@ -104,7 +104,7 @@ class TokenCounter:
             raise InputError("no model: pass --model (or model=) or put 'model' in the request", field="model")
         params = count_params(request)
         if self.client is None:
-            from parity.emulator.tokenizer import count_request
+            from parity.tokenizer import count_request
 
             return TokenCount(model=model, input_tokens=int(count_request({"model": model, **params})), estimate=True)
         digest = request_digest(params)

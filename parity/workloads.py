@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from collections.abc import Collection
 from random import Random
 from typing import Any
 
@@ -40,8 +41,14 @@ class TaskItem:
     difficulty: float
 
 
-def items(family: str, n: int, seed: int = 0, *, stream: str = "items") -> list[fam.Item]:
-    """`n` generated items of `family`; distinct streams (e.g. "demos") never share an item."""
+def items(
+    family: str, n: int, seed: int = 0, *, stream: str = "items", exclude: Collection[str] = ()
+) -> list[fam.Item]:
+    """`n` generated items of `family`, none whose key (e.g. "T-12345") is in `exclude`.
+
+    Streams (e.g. "demos") and seeds draw independently, so two of them can meet on an item by chance; pass the
+    keys already used as `exclude` when items must be new (the next day's traffic, after a proof saw today's).
+    """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     source = fam.get(family)
@@ -50,7 +57,7 @@ def items(family: str, n: int, seed: int = 0, *, stream: str = "items") -> list[
     seen: set[str] = set()
     while len(out) < n:
         item = source.generate(rng, len(out))
-        if item.key in seen:
+        if item.key in seen or item.key in exclude:
             continue
         seen.add(item.key)
         out.append(item)
@@ -109,23 +116,36 @@ def _user_id(group: str) -> str:
 
 
 def triage_requests(
-    n: int, seed: int = 0, model: str = DEFAULT_MODEL, *, clear: bool = False, demos: int = 0
+    n: int,
+    seed: int = 0,
+    model: str = DEFAULT_MODEL,
+    *,
+    clear: bool = False,
+    demos: int = 0,
+    exclude: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """Ticket-classification requests of the demo pipeline."""
+    """Ticket-classification requests of the demo pipeline (no ticket whose id is in `exclude`)."""
     turns = demo_turns("ticket_triage", demos, seed) if demos else None
-    return [request_for(i, model=model, clear=clear, demos=turns) for i in items("ticket_triage", n, seed)]
+    chosen = items("ticket_triage", n, seed, exclude=exclude)
+    return [request_for(i, model=model, clear=clear, demos=turns) for i in chosen]
 
 
 def summary_requests(
-    n: int, seed: int = 0, model: str = DEFAULT_MODEL, cache: bool = False, *, stamp: bool = False
+    n: int,
+    seed: int = 0,
+    model: str = DEFAULT_MODEL,
+    cache: bool = False,
+    *,
+    stamp: bool = False,
+    exclude: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """Thread-summary requests under the ~6,000-token policy manual.
+    """Thread-summary requests under the ~6,000-token policy manual (no thread whose id is in `exclude`).
 
     `cache=True` puts a breakpoint on the system block (reads after the first request); `stamp=True` adds a
     per-request timestamp above the manual, the classic silent cache breaker the audit should point at.
     """
     out = []
-    for index, item in enumerate(items("thread_summary", n, seed)):
+    for index, item in enumerate(items("thread_summary", n, seed, exclude=exclude)):
         when = _EPOCH + timedelta(seconds=37 * index) if stamp else None
         out.append(request_for(item, model=model, cache=cache, stamp=when))
     return out

@@ -19,7 +19,8 @@ from parity.emulator.brains import families as fam
 from parity.emulator.brains import profiles as prof
 from parity.emulator.brains.base import BrainRequest
 from parity.emulator.brains.replay import ReplayBrain, ReplayMiss
-from parity.emulator.brains.simulated import JudgeSettings, SimulatedBrain
+from parity.emulator.brains.profiles import JudgeBias
+from parity.emulator.brains.simulated import SimulatedBrain
 from parity.exchange import Exchange
 from parity.proof.judge_prompt import parse_verdict, question_text, render_pairwise
 
@@ -396,17 +397,25 @@ def pairs(family: str, n: int, seed: int):
 
 @pytest.mark.parametrize("family", list(fam.FAMILIES))
 def test_judge_prefers_the_correct_answer(family):
-    brain = SimulatedBrain()
-    right = with_ref = total = 0
-    for question, good, bad, _ in pairs(family, 60, 21):
-        right += parse_verdict(judge(brain, OPUS, question, good, bad)) == "A"
-        right += parse_verdict(judge(brain, OPUS, question, bad, good)) == "B"
-        with_ref += parse_verdict(judge(brain, HAIKU, question, good, bad, reference=good)) == "A"
-        with_ref += parse_verdict(judge(brain, HAIKU, question, bad, good, reference=good)) == "B"
-        total += 2
-    assert total >= 100
-    assert right / total >= 0.85
-    assert with_ref / total >= 0.97
+    # Mostly right, as real judges are: the misses are the confidently wrong verdicts on hard items (JudgeBias
+    # wrong_on_hard, halved by a reference; MT-Bench's judge still failed 3 of 20 math gradings with one) and, with no
+    # reference, items the judge cannot solve itself. Without the hard-item errors a reference makes it near-perfect.
+    def shares(brain: SimulatedBrain) -> tuple[float, float]:
+        right = with_ref = total = 0
+        for question, good, bad, _ in pairs(family, 60, 21):
+            right += parse_verdict(judge(brain, OPUS, question, good, bad)) == "A"
+            right += parse_verdict(judge(brain, OPUS, question, bad, good)) == "B"
+            with_ref += parse_verdict(judge(brain, HAIKU, question, good, bad, reference=good)) == "A"
+            with_ref += parse_verdict(judge(brain, HAIKU, question, bad, good, reference=good)) == "B"
+            total += 2
+        assert total >= 100
+        return right / total, with_ref / total
+
+    right, with_ref = shares(SimulatedBrain())
+    assert right >= 0.8 and with_ref >= 0.85, (right, with_ref)
+    never_fooled = {"judge": {"wrong_on_hard": 0.0}}
+    right, with_ref = shares(SimulatedBrain(profiles={OPUS: never_fooled, HAIKU: never_fooled}))
+    assert right >= 0.9 and with_ref >= 0.97, (right, with_ref)
 
 
 def test_judge_writes_reasoning_then_one_verdict():
@@ -419,7 +428,7 @@ def test_judge_writes_reasoning_then_one_verdict():
 
 def test_judge_position_bias_matches_the_setting():
     bias = 0.3
-    brain = SimulatedBrain(judge=JudgeSettings(position_bias=bias, verbosity_bias=0.0, noise=0.0))
+    brain = SimulatedBrain(profiles={OPUS: {"judge": JudgeBias(position=bias, verbosity=0.0, wrong_on_hard=0.0, noise=0.0)}})
     first = inconsistent = n = 0
     for question, good, _, same in pairs("math_reasoning", 200, 8):
         v1, v2 = (
@@ -431,14 +440,14 @@ def test_judge_position_bias_matches_the_setting():
         n += 1
     assert abs(first / (2 * n) - bias) <= 0.07
     assert abs(inconsistent / n - (1 - (1 - bias) ** 2)) <= 0.1
-    fair = SimulatedBrain(judge=JudgeSettings(position_bias=0.0, verbosity_bias=0.0, noise=0.0))
+    fair = SimulatedBrain(profiles={OPUS: {"judge": JudgeBias.none()}})
     question, good, _, same = pairs("math_reasoning", 1, 8)[0]
     assert parse_verdict(judge(fair, OPUS, question, good, same)) == "tie"
 
 
 def test_judge_verbosity_bias_prefers_the_longer_of_close_answers():
     rate = 0.4
-    brain = SimulatedBrain(judge=JudgeSettings(position_bias=0.0, verbosity_bias=rate, noise=0.0))
+    brain = SimulatedBrain(profiles={OPUS: {"judge": JudgeBias(position=0.0, verbosity=rate, wrong_on_hard=0.0, noise=0.0)}})
     longer = n = 0
     for question, good, _, same in pairs("math_reasoning", 150, 9):
         padded = same + "\nI double-checked every step of this calculation carefully, and the result holds."

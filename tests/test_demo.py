@@ -1,19 +1,63 @@
 """The demo is the README's first command: it must run, bill exactly, label simulated numbers, and show the
-whole product: the audit's levers, one switch and one refusal to switch, and the gateway's bill before and after."""
+whole product: the audit's levers, one switch and one refusal to switch, and the gateway's bill before and after
+on the next day's traffic, which is new: prompts neither the optimiser nor the proofs' test split saw."""
 
 import json
+import re
 from decimal import Decimal
 
 from rich.console import Console
 from typer.testing import CliRunner
 
+from parity import workloads
 from parity.audit import validate_report
 from parity.cli import app
 from parity.demo import DemoSize, bill, run_demo
+from parity.demo.pipeline import DAY_SEEDS, SUMMARY_MODEL, TRIAGE_MODEL, interactive_steps, night_steps
 from parity.policy import load_policy
 from parity.pricing import cost
+from parity.proof.calls import request_key
 
 SMALL = DemoSize(triage=8, refunds=4, summaries=4, stamped=3, overnight=6, backlog=5)
+PROVEN = ("ticket_triage", "refund_calc")
+
+
+def user_text(request: dict) -> str:
+    """The client's own prompt: the last user turn (a routed request may carry the tuned prompt's demos before it)."""
+    return request["messages"][-1]["content"]
+
+
+def item_id(text: str) -> str:
+    """The ticket, problem or thread id a prompt opens with ("T-12345", "P-12345", "S-12345")."""
+    return re.search(r"\b[A-Z]-\d{5}\b", text).group(0)
+
+
+def by_task(steps) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for step in steps:
+        out.setdefault(step.tags["task"], []).extend(step.requests)
+    return out
+
+
+def test_next_day_is_new_traffic_not_a_replay():
+    size = DemoSize()
+    day1, day2 = by_task(interactive_steps(size, day=1)), by_task(interactive_steps(size, day=2))
+    # Day 1 is the traffic the audit and the proofs read, unchanged: the original seeds, nothing skipped.
+    assert day1["ticket_triage"] == workloads.triage_requests(size.triage, DAY_SEEDS[1]["triage"], TRIAGE_MODEL)
+    seen = {user_text(b) for requests in day1.values() for b in requests}
+    seen |= {user_text(b) for step in night_steps(size) for b in step.requests}
+    for task, requests in day2.items():
+        # The same amount of each kind of traffic, every prompt new (the ticket, problem or thread id included).
+        assert len(requests) == len(day1[task]), task
+        texts = {user_text(b) for b in requests}
+        assert not texts & seen, task
+        assert not {item_id(t) for t in texts} & {item_id(t) for t in seen}, task
+    assert all(len({user_text(b) for b in day2[t]}) == len(day2[t]) for t in PROVEN)
+    # Only the prompts change: same models, same system prompts, so the gateway meets the same tasks.
+    for task in PROVEN:
+        assert {b["model"] for b in day2[task]} == {b["model"] for b in day1[task]}
+        assert {json.dumps(b["system"]) for b in day2[task]} == {json.dumps(b["system"]) for b in day1[task]}
+    assert {b["model"] for b in day2["thread_summary"]} == {SUMMARY_MODEL}
 
 
 def test_demo_bills_exactly_what_the_usage_fields_say(tmp_path):
@@ -40,6 +84,15 @@ def test_demo_bills_exactly_what_the_usage_fields_say(tmp_path):
     text = console.export_text()
     assert "The bill (simulated)" in text
     assert "Cache hit ratio" in text
+    # The next day went through the gateway with new prompts: none of the proven tasks' day-1 prompts again.
+    next_day = ctx.results["next_day"]
+    day1 = {user_text(e.request) for e in exchanges if e.task in PROVEN}
+    sent = [user_text(r.exchange.request) for r in next_day.rows if r.answered_client]
+    assert len(sent) == 8 + 4 + 4 + 4 + 3 and not set(sent) & day1
+    # "Before" is those same day-2 requests, sent direct.
+    assert sorted(user_text(e.request) for e in next_day.direct.exchanges) == sorted(
+        user_text(r.exchange.request) for r in next_day.rows if r.answered_client)
+    assert not any(e.batch for e in next_day.direct.exchanges)
 
 
 def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
@@ -47,6 +100,9 @@ def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "(simulated)" in out
+    flat = " ".join(" ".join(line.strip(" │╭╮╰╯─") for line in out.splitlines()).split())
+    assert "Simulated: every model answer, judge verdict and bill here comes from the local emulator" in flat
+    assert "No API key was used" in flat
     # The audit ran on the day's log and found the cache, batch and right-size levers.
     report = json.loads((tmp_path / "audit.json").read_text())
     validate_report(report)
@@ -60,9 +116,10 @@ def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
     assert policy.tasks["ticket_triage"].candidate_model == "claude-haiku-4-5"
     refund = json.loads((tmp_path / "runs" / "refund_calc" / "certificate.json").read_text())
     assert refund["decision"]["verdict"] == "do_not_switch"
+    assert refund["simulated"] is True  # made on the emulator, and labelled so
     verify = CliRunner().invoke(app, ["verify", str(tmp_path / "runs" / "ticket_triage" / "certificate.json")])
     assert verify.exit_code == 0, verify.output
-    # The gateway replay: cheaper after, every routed request in the ledger.
+    # The next day through the gateway: cheaper after, every routed request in the ledger.
     assert "before (direct)" in out and "after (gateway)" in out and "Fallbacks to the baseline" in out
     assert (tmp_path / "ledger.db").exists()
     from parity.ledger.reader import read_rows
@@ -82,7 +139,22 @@ def test_demo_command_shows_audit_switch_refusal_and_gateway(tmp_path):
     others = [r for r in answered if r.route == "passthrough"]
     assert len(others) == 150 + 30 and not any(r.exchange.model_served.startswith("claude-haiku") for r in others)
     assert f"Fallbacks to the baseline, the client getting the baseline's answer: {len(fallbacks)}" in out
-    # A sample of the routed answers was shadowed by the baseline and judged, recorded as route "shadow".
+    # Day 2 is new traffic: no proven task's day-2 prompt is one the proof's certificate lists (every prompt its
+    # optimiser and test split drew from), nor one of the tuned prompt's demonstrations; day 1's prompts all are.
+    day1 = by_task(interactive_steps(DemoSize(), day=1))
+    day2 = by_task(interactive_steps(DemoSize(), day=2))
+    for task in PROVEN:
+        cert = json.loads((tmp_path / "runs" / task / "certificate.json").read_text())
+        proof_prompts = set(cert["data"]["prompt_hashes"].values())
+        assert {request_key(b) for b in day1[task]} <= proof_prompts, task
+        assert not {request_key(b) for b in day2[task]} & proof_prompts, task
+        demos = {d["input"] for c in cert["candidates"] for d in (c.get("prompt") or {}).get("demos", [])}
+        texts = {user_text(b) for b in day2[task]}
+        assert not texts & demos, task
+        assert texts <= {user_text(r.exchange.request) for r in answered}, task  # what the gateway was sent
+    # A sample of the routed answers was shadowed by the baseline and judged, recorded as route "shadow" (the judge
+    # is called only where the two answers differ: identical answers are a tie without a call).
     shadow = [r for r in rows if r.route == "shadow"]
-    assert shadow and {r.exchange.tags.get("drift") for r in shadow} >= {"baseline", "judge"}
+    assert shadow and "baseline" in {r.exchange.tags.get("drift") for r in shadow}
+    assert {r.exchange.tags.get("drift") for r in shadow} <= {"baseline", "judge"}
     assert "Drift watch on ticket_triage" in out and "watching" in out

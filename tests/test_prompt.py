@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from parity.emulator import tokenizer
+from parity import tokenizer
 from parity.prompt import automatic_target, breakpoints, first_divergence, render
 
 MODEL = "claude-sonnet-4-6"

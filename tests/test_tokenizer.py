@@ -10,7 +10,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parity.emulator import tokenizer as tk
+from parity import tokenizer as tk
 
 OLD, NEW = "claude-sonnet-4-6", "claude-opus-4-7"  # new_tokenizer false / true in the catalogue
 

@@ -1,13 +1,13 @@
 """`parity audit`: where the money goes in a team's Claude API logs and what each lever would save.
 
 One streaming pass over Exchanges (`run.py`) feeds the levers: exact cost (`cost.py`), template families
-(`families.py`), the prompt cache (`cache.py`), the Batches API (`batch.py`), right-sizing (`rightsize.py`);
+(`parity.fingerprint`), the prompt cache (`cache.py`), the Batches API (`batch.py`), right-sizing (`rightsize.py`);
 `savings.py` stacks them, `findings.py` holds the Finding record and the JSON Schema of the report, and
 `terminal.py` prints it (the full report, or `print_audit`'s one-screen summary).
 """
 
 from parity.audit.cache import cache_diff, diagnose
-from parity.audit.families import fingerprint
+from parity.fingerprint import fingerprint
 from parity.audit.findings import CACHE_CAUSES, REPORT_SCHEMA, Finding, validate_report
 from parity.audit.run import AuditOptions, AuditReport, Auditor, audit_exchanges, audit_paths
 from parity.audit.terminal import print_audit, render_report

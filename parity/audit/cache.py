@@ -34,7 +34,7 @@ import orjson
 
 from parity import prompt as prompts
 from parity.audit.cost import CostAcc, PriceKey
-from parity.audit.families import DATE_TIME, ID_LIKE, skeleton, system_text
+from parity.fingerprint import DATE_TIME, ID_LIKE, skeleton, system_text
 
 def _json_dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8", "surrogatepass")
@@ -410,7 +410,7 @@ def cache_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         "a": {"model": ra.model, "tokens": ra.total_tokens, "breakpoints": [bp.path for bp in bps]},
         "b": {"model": rb.model, "tokens": rb.total_tokens},
         "warnings": [],
-        "tokens_note": "token counts are the offline estimate (parity.emulator.tokenizer), not Claude's tokenizer",
+        "tokens_note": "token counts are the offline estimate (parity.tokenizer), not Claude's tokenizer",
     }
     out["reusable_tokens"] = div.reusable_tokens if div is not None else rb.total_tokens
     if not bps:

@@ -27,13 +27,14 @@ from parity import pricing
 from parity.audit import batch as batching
 from parity.audit.cache import CacheFamily, shape_of, ttl_advice
 from parity.audit.cost import EXACT, CostAcc, Pricer, UnpricedError, usage_counts, usd
-from parity.audit.families import family_label, fingerprint
+from parity.fingerprint import family_label, fingerprint
 from parity.audit.findings import SCHEMA_ID, Finding
 from parity.audit.rightsize import BIG_LINES, OutputStats, RightsizePolicy, candidate_model, model_line, shape_reasons
 from parity.audit.rightsize import FIX as RIGHTSIZE_FIX
 from parity.audit.savings import Slice, stack
 from parity.errors import InputError
 from parity.exchange import Exchange, Rejected, parse_time
+from parity.task import named_task
 
 import orjson
 
@@ -190,7 +191,8 @@ class Auditor:
                                                     f"{type(exc).__name__}: {exc}"))
 
     def _family(self, request: Mapping[str, Any], exchange: Exchange, line: int, source: str) -> _Family:
-        task = exchange.tags.get("task") if exchange.tags else None
+        named = named_task(request, tags=exchange.tags)  # the one task rule: tag or metadata, as `serve` reads it
+        task = named.name if named is not None else None
         if task:
             fid, kind = task, "tag"
         else:

@@ -16,6 +16,7 @@ from parity.cli import audit as _audit  # noqa: F401,E402
 from parity.cli import serve as _serve  # noqa: F401,E402
 from parity.cli import keys as _keys  # noqa: F401,E402
 from parity.cli import prove as _prove  # noqa: F401,E402
+from parity.cli import verify as _verify  # noqa: F401,E402
 
 
 def main() -> None:

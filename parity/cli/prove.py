@@ -1,18 +1,21 @@
-"""`parity prove` and `parity verify`: tune a cheaper model's prompt, prove it non-inferior on the team's own
-prompts, write the certificate (and the routing policy when it passes); re-check a certificate offline.
+"""`parity prove`: tune a cheaper model's prompt, prove it non-inferior on the team's own prompts, write the
+certificate (and the routing policy when it passes). `parity verify` (parity/cli/verify.py) re-checks it.
 
 Exit codes of `parity prove`: 0 a candidate was proven and routed (switch); 1 the proof ran but nothing was
-proven (do not switch, or inconclusive: keep the baseline); 2 bad input (the message says what and where);
-130 interrupted (rerun the same command to resume from the run directory; nothing paid for is lost).
-`parity verify`: 0 verified, 1 the evidence does not give the stored verdict, 2 not a readable certificate.
+proven (do not switch, or inconclusive: keep the baseline); 2 nothing was decided: bad input or a setup error
+(no API key, an unreachable or failing API, an unknown model; the one-line message says what to do), so a
+script never reads a crash as a refusal; 130 interrupted (rerun the same command to resume from the run
+directory; nothing paid for is lost).
 """
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Optional
 
+import anthropic
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -40,27 +43,60 @@ def _budget(text: str | None) -> Decimal | None:
 
 
 def _load(task: str, data: Path | None, ledger: str | None, family: str | None, n: int, seed: int,
-          baseline: str) -> TaskData:
+          baseline: str, fingerprint: str | None) -> TaskData:
     given = [x for x in (data, ledger, family) if x is not None]
     if len(given) != 1:
         raise InputError("give exactly one source of prompts: --data FILE, --ledger URL or --emulator-family FAMILY")
+    if fingerprint is not None and family is not None:
+        raise InputError("--fingerprint selects rows of a log; it does not apply to --emulator-family",
+                         field="fingerprint")
     if data is not None:
-        return load_jsonl(data, task=task)
+        return load_jsonl(data, task=task, fingerprint=fingerprint)
     if ledger is not None:
-        return load_ledger(ledger, task=task)
+        return load_ledger(ledger, task=task, fingerprint=fingerprint)
     return load_emulator_family(str(family), n, seed=seed, baseline_model=baseline, task=task)
 
 
-def _client(use_emulator: bool, seed: int) -> Any:
+def _client(use_emulator: bool, brain: str | None, seed: int) -> Any:
+    """The emulator's in-process client, or the real API's; without a key the real API is a setup error."""
     if use_emulator:
+        from parity.cli.emulate import make_brain
         from parity.emulator.service import Emulator
 
-        emulator = Emulator(seed=seed)
+        emulator = Emulator(brain=make_brain(brain, seed) if brain else None, seed=seed)
         emulator.batches.processing_s = "instant"
         return emulator.client()
-    import anthropic
-
+    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        raise InputError("no API key: set ANTHROPIC_API_KEY to prove against the real API, or pass --emulator to "
+                         "run on the local emulator (no key, no cost)", field="ANTHROPIC_API_KEY")
     return anthropic.Anthropic()
+
+
+def _setup_error(exc: Exception) -> str | None:
+    """One line saying what to do about an API failure that stopped the proof; None if `exc` is not one."""
+    resume = "; rerun the same command to resume (nothing paid for is lost)"
+    if isinstance(exc, anthropic.APIConnectionError):
+        where = os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        return f"cannot reach the API at {where} ({exc}); check the network or ANTHROPIC_BASE_URL{resume}"
+    if isinstance(exc, anthropic.AuthenticationError):
+        return "the API refused the key (401): check ANTHROPIC_API_KEY"
+    if isinstance(exc, anthropic.PermissionDeniedError):
+        return f"the key may not do this (403): {_api_message(exc)}"
+    if isinstance(exc, anthropic.NotFoundError):
+        return f"the API does not know this model or endpoint (404): {_api_message(exc)}; check --baseline, " \
+               "--candidate and --judge against `parity models`"
+    if isinstance(exc, anthropic.APIStatusError):
+        return f"the API failed with {exc.status_code} after retries: {_api_message(exc)}{resume}"
+    return None
+
+
+def _api_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if inner.get("message"):
+            return str(inner["message"])
+    return str(exc)
 
 
 @app.command("prove")
@@ -87,7 +123,9 @@ def prove_command(
     seed: int = typer.Option(0, "--seed", help="Seed for the splits, the test order and the optimiser."),
     no_optimize: bool = typer.Option(False, "--no-optimize", help="Test the candidate on the team's prompt as it is."),
     monthly_requests: Optional[int] = typer.Option(None, "--monthly-requests", help="Requests per month, for the projected saving."),
-    emulator: bool = typer.Option(False, "--emulator", help="Send calls to the in-process emulator (implied by --emulator-family)."),
+    emulator: bool = typer.Option(False, "--emulator", help="Send calls to the in-process emulator (implied by --emulator-family and --brain)."),
+    brain: Optional[str] = typer.Option(None, "--brain", help="The emulator's brain: 'simulated' (default) or 'replay:PATH' (recorded answers of the candidate)."),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Also take the log's untagged rows of this template fingerprint (fp_..., from `parity audit`) as the task."),
 ) -> None:
     """Tune the candidate's prompt, then test on held-out prompts that it is as good as the baseline.
 
@@ -104,15 +142,25 @@ def prove_command(
             monthly_requests=monthly_requests,
         )
         directory = run_dir or Path(".parity") / "runs" / f"{task}-{config.digest()}"
+        use_emulator = emulator or emulator_family is not None or brain is not None
         with _progress() as bar:
             loading = bar.add_task("reading the prompts", stage="data", total=None)
-            task_data = _load(task, data, ledger, emulator_family, n, seed, baseline)
+            task_data = _load(task, data, ledger, emulator_family, n, seed, baseline, fingerprint)
             bar.update(loading, description=escape(f"{len(task_data.items)} prompts from {task_data.source}"))
-            client = _client(emulator or emulator_family is not None, seed)
+            client = _client(use_emulator, brain, seed)
+            if task_data.selection is not None:
+                console.print(_selection_line(task_data.selection), highlight=False)
             outcome = prove(config, task_data, client, run_dir=directory, progress=_rows(bar, {"data": loading}),
-                            policy_path=policy, html_path=html)
+                            policy_path=policy, html_path=html, exact_token_counts=not use_emulator,
+                            simulated=use_emulator)
     except ParityError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # an API failure is a setup error, never a verdict
+        message = _setup_error(exc)
+        if message is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted.[/] Everything paid for so far is kept; run the same command again "
@@ -121,6 +169,13 @@ def prove_command(
     _print_outcome(outcome, directory)
     if outcome.certificate["decision"]["verdict"] != "switch":
         raise typer.Exit(1)
+
+
+def _selection_line(selection: Any) -> str:
+    """How many rows of the source were taken as the task, by what, and how many were left out."""
+    by = ", ".join(f"{n} by {how}" for how, n in selection["by"].items()) or "none"
+    return (f"task {selection['task']}: {selection['taken']} rows taken ({by}); {selection['left_out']} rows of "
+            "other or no task left out")
 
 
 def _progress() -> Progress:
@@ -160,8 +215,11 @@ def _print_outcome(outcome: Any, directory: Path) -> None:
     for warning in cert.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     cost = cert["cost"]
+    net = cost.get("net_candidate_per_request")
+    routing = (f" ({certs._money(net)} with fallbacks at {float(cost['fallback_rate'] or 0):.1%} and the drift "
+               f"watch's {float(cost['shadow_rate']):.0%} sample)") if net is not None else ""
     console.print(f"baseline {certs._money(cost['baseline_per_request'])}/request → after "
-                  f"{certs._money(cost['candidate_per_request'])}/request; projected monthly saving "
+                  f"{certs._money(cost['candidate_per_request'])}/request{routing}; projected monthly saving "
                   f"{certs._money(cost['projected_monthly_saving'])}; this proof cost {certs._money(cost['proof']['spent'])}"
                   f" ({outcome.network_calls} calls sent)")
     console.print(f"certificate {cert['id']}: {outcome.certificate_path}")
@@ -174,27 +232,3 @@ def _print_outcome(outcome: Any, directory: Path) -> None:
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.3f}"
-
-
-@app.command("verify")
-def verify_command(path: Path = typer.Argument(..., help="certificate.json written by `parity prove`.")) -> None:
-    """Recompute a certificate's verdict from its stored scores, offline; exit 1 if it does not hold."""
-    try:
-        result = certs.verify(path)
-    except ParityError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
-    table = Table(title=f"parity verify: {result.certificate_id}")
-    for col in ("candidate", "stored", "recomputed", "n stored", "n recomputed", "estimate"):
-        table.add_column(col)
-    for check in result.candidates:
-        table.add_row(check.model, check.stored_verdict, check.recomputed_verdict, str(check.stored_n),
-                      str(check.recomputed_n), _fmt(check.estimate))
-    console.print(table)
-    for problem in result.problems:
-        console.print(f"[red]problem:[/] {escape(problem)}")
-    if result.ok:
-        console.print(f"[bold green]verified[/]: the stored evidence gives the same verdict ({result.verdict})")
-        return
-    console.print(f"[bold red]not verified[/]: {len(result.problems)} problem(s)")
-    raise typer.Exit(1)

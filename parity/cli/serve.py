@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from parity.cli.app import app, console
 from parity.gateway.upstream import DEFAULT_UPSTREAM
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parity.gateway.routing import TaskRouter
 
 
 @app.command("serve")
@@ -21,7 +24,14 @@ def serve(
     ),
     port: int = typer.Option(8080, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
-    policy: Optional[str] = typer.Option(None, help="Policy file written by `parity prove` (re-read when it changes)."),
+    policy: Optional[str] = typer.Option(
+        None, help="Policy file written by `parity prove` (re-read when it changes). A route is taken only on a "
+        "certificate that verifies; the others' traffic goes to their baseline."
+    ),
+    signing_key: Optional[str] = typer.Option(
+        None, "--signing-key", help="Key file route certificates must be signed with (default: PARITY_SIGNING_KEY_FILE "
+        "or PARITY_SIGNING_KEY); unsigned or wrongly signed certificates are then refused."
+    ),
     ledger: str = typer.Option(
         "parity-ledger.db", help="Ledger: a SQLite file path (WAL mode) or a SQLAlchemy URL such as postgresql://...; "
         "'off' records nothing."
@@ -62,7 +72,7 @@ def serve(
         redact=redact,
         public_base_url=public_url, stall_timeout_s=stall_timeout, candidate_timeout_s=candidate_timeout,
         read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries), state_dir=state_dir,
-        http_client=http_client,
+        http_client=http_client, signing_key_path=signing_key,
     )
     if otel_file is not None:
         from parity.gateway import otel
@@ -78,11 +88,12 @@ def serve(
     base_url = f"http://{host}:{port}"
     where = "the in-process emulator (simulated models, not Claude)" if config.uses_emulator else upstream
     console.print(f"[bold]Parity gateway[/] on [cyan]{base_url}[/] → {where}")
-    tasks = gateway_app.state.gateway.tasks.policy.tasks
-    if tasks:
-        for name, task in sorted(tasks.items()):
-            target = f" → {task.candidate_model}" if task.mode != "observe" and task.candidate_model else ""
-            console.print(f"  task [bold]{name}[/]: {task.mode} ({task.baseline_model}{target})")
+    gateway = gateway_app.state.gateway
+    if gateway.tasks.policy.tasks:
+        for line in policy_summary(gateway.tasks):
+            console.print(line, highlight=False)
+        if gateway.signing_key is not None:
+            console.print(f"  certificates must be signed with key {gateway.signing_key.key_id}", highlight=False)
     else:
         console.print("  no policy: every request passes through and is recorded")
     console.print(f"  ledger: {ledger or 'off'}   keys: {keys or 'any client key accepted'}   metrics: {base_url}/metrics"
@@ -92,3 +103,24 @@ def serve(
         console.print("  no upstream key set (PARITY_UPSTREAM_API_KEY): each client's own key is forwarded")
     uvicorn.run(gateway_app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=int(os.environ.get("PARITY_SHUTDOWN_S", "10")))
+
+
+def policy_summary(tasks: TaskRouter) -> list[str]:
+    """One line per task of the policy in force (Rich markup): its mode and models, the certificate a route
+    stands on, or why the route was refused and the baseline serves the task instead."""
+    from rich.markup import escape
+
+    lines = []
+    for name, task in sorted(tasks.policy.tasks.items()):
+        head = f"  task [bold]{escape(name)}[/]: "
+        refused = tasks.refused.get(name)
+        if refused is not None:
+            lines.append(head + f"[bold red]route refused[/], served by the baseline {escape(task.baseline_model)}: "
+                         + escape(refused))
+        elif task.mode == "route" and task.candidate_model and task.certificate is not None:
+            lines.append(head + f"route ({escape(task.baseline_model)} → {escape(task.candidate_model)}) on "
+                         f"certificate [bold]{escape(task.certificate.id)}[/]")
+        else:
+            target = f" → {task.candidate_model}" if task.mode != "observe" and task.candidate_model else ""
+            lines.append(head + escape(f"{task.mode} ({task.baseline_model}{target})"))
+    return lines

@@ -107,6 +107,11 @@ def render_summary(result: SequentialResult, source: str, observations: int) -> 
     budget = f", n_max {p.n_max}" if p.n_max is not None else ""
     table.add_row("n used", f"{result.n_used} of {observations} lines{budget}")
     table.add_row("null hypothesis", p.hypothesis.statement)
+    if p.pool_size is None:
+        table.add_row("about", "the population these lines are a random sample of (new prompts drawn alike)")
+    else:
+        table.add_row("about", f"[yellow]only the fixed pool of {p.pool_size} items (--finite-pool); not new "
+                               "prompts, so it cannot back a route[/]")
     table.add_row("estimate", f"{result.estimate:.4f}  ({scale})")
     table.add_row(
         f"{100 * (1 - p.efficacy_alpha):g}% lower bound",
@@ -143,8 +148,9 @@ def verdict_command(
     method: str = typer.Option("agrapa", "--method", help="Betting strategy: agrapa or grid."),
     futility: bool = typer.Option(True, "--futility/--no-futility", help="Stop early when clearly inferior."),
     pool_size: int | None = typer.Option(
-        None, "--pool-size", help="Items in the fixed pool these lines were drawn from in random order, without "
-        "replacement (tightens the test)."
+        None, "--finite-pool", help="Opt-in: prove something about THESE N items only (the lines are drawn from "
+        "a fixed pool of N without replacement). The default tests the population the lines are a sample of "
+        "(future traffic); a finite-pool verdict says nothing about new prompts and never backs a route."
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full result (with trajectory) here."),
 ) -> None:

@@ -2,6 +2,8 @@
 
 The workload goes through the `anthropic` SDK pointed at the in-process emulator and is recorded with
 `parity.wrap`, exactly as a team would record its own traffic; the emulator's manual clock stands in for the day.
+Each day draws its own tickets, refund problems and threads (`DAY_SEEDS`), and day 2 never repeats one day 1 sent:
+the proofs learn and test on day 1, so the gateway on day 2 meets prompts neither the optimiser nor the test saw.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ TRIAGE_MODEL = "claude-opus-4-8"
 REFUND_MODEL = "claude-opus-4-8"
 SUMMARY_MODEL = "claude-sonnet-4-6"
 START = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+SIMULATED_NOTE = (
+    "[bold]Simulated:[/] every model answer, judge verdict and bill here comes from the local emulator: its simulated "
+    "Opus, Sonnet and Haiku models and a simulated judge answer generated traffic (support tickets, refund "
+    "arithmetic, support threads). No API key was used and nothing left this machine; only the prices are real "
+    "(the public price table)."
+)
+# Which part of the pipeline draws from which item family, and each day's seed for it (the backlog runs on day 1).
+PARTS = {"triage": "ticket_triage", "refunds": "math_reasoning", "summaries": "thread_summary",
+         "stamped": "thread_summary", "backlog": "ticket_triage"}
+DAY_SEEDS = {1: {"triage": 1, "refunds": 5, "summaries": 2, "stamped": 3, "backlog": 6},
+             2: {"triage": 11, "refunds": 15, "summaries": 12, "stamped": 13}}
 
 
 @dataclass
@@ -74,33 +87,53 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
-def interactive_steps(size: DemoSize) -> list[Step]:
-    """The requests somebody waits on: triage, refund arithmetic, and thread summaries three ways."""
+def sent_before(size: DemoSize, day: int) -> frozenset[str]:
+    """The keys of every ticket, problem and thread the synchronous traffic of the days before `day` sent."""
+    keys: set[str] = set()
+    for earlier in range(1, day):
+        skip = sent_before(size, earlier)
+        for part, seed in DAY_SEEDS[earlier].items():
+            keys.update(item.key for item in workloads.items(PARTS[part], getattr(size, part), seed, exclude=skip))
+    return frozenset(keys)
+
+
+def interactive_steps(size: DemoSize, day: int = 1) -> list[Step]:
+    """The requests somebody waits on: triage, refund arithmetic, and thread summaries three ways.
+
+    Each `day` has its own seeds and skips every item an earlier day sent, so day 2 is new traffic, not a replay.
+    """
+    seeds, skip = DAY_SEEDS[day], sent_before(size, day)
     refunds = [workloads.request_for(item, model=REFUND_MODEL)
-               for item in workloads.items("math_reasoning", size.refunds, seed=5)]
+               for item in workloads.items("math_reasoning", size.refunds, seeds["refunds"], exclude=skip)]
     return [
         Step("Ticket triage (Opus 4.8)", {"task": "ticket_triage"},
-             workloads.triage_requests(size.triage, seed=1, model=TRIAGE_MODEL), 20.0),
+             workloads.triage_requests(size.triage, seeds["triage"], TRIAGE_MODEL, exclude=skip), 20.0),
         Step("Refund arithmetic (Opus 4.8)", {"task": "refund_calc"}, refunds, 30.0),
         Step("Thread summaries, no cache breakpoint", {"task": "thread_summary", "variant": "no_cache"},
-             workloads.summary_requests(size.summaries, seed=2, model=SUMMARY_MODEL, cache=False), 45.0),
+             workloads.summary_requests(size.summaries, seeds["summaries"], SUMMARY_MODEL, cache=False,
+                                        exclude=skip), 45.0),
         Step("Thread summaries, cache breakpoint", {"task": "thread_summary", "variant": "cached"},
-             workloads.summary_requests(size.summaries, seed=2, model=SUMMARY_MODEL, cache=True), 45.0),
+             workloads.summary_requests(size.summaries, seeds["summaries"], SUMMARY_MODEL, cache=True,
+                                        exclude=skip), 45.0),
         Step("Thread summaries, timestamp in prompt", {"task": "thread_summary", "variant": "stamped"},
-             workloads.summary_requests(size.stamped, seed=3, model=SUMMARY_MODEL, cache=True, stamp=True), 45.0),
+             workloads.summary_requests(size.stamped, seeds["stamped"], SUMMARY_MODEL, cache=True, stamp=True,
+                                        exclude=skip), 45.0),
     ]
 
 
 def night_steps(size: DemoSize) -> list[Step]:
-    """Work nobody waits on that is still sent synchronously: the backlog re-classified at 02:00."""
+    """Work nobody waits on that is still sent synchronously: the backlog re-classified at 02:00 (day 1)."""
     return [Step("Backlog re-classification at 02:00, synchronous", {"task": "backlog_reclassify", "job": "nightly-backlog"},
-                 workloads.triage_requests(size.backlog, seed=6, model=SUMMARY_MODEL), 5.0)]
+                 workloads.triage_requests(size.backlog, DAY_SEEDS[1]["backlog"], SUMMARY_MODEL), 5.0)]
 
 
-def send_steps(client: Any, steps: list[Step], clock: ManualClock, progress: Progress) -> None:
-    """Send each step's requests in order, advancing the emulator's clock between them."""
+def send_steps(client: Any, steps: list[Step], clock: ManualClock, progress: Progress, *,
+               label: str | None = None) -> None:
+    """Send each step's requests in order, advancing the emulator's clock between them: a progress bar per step,
+    or one for them all under `label`."""
+    one = progress.add_task(label, total=sum(len(s.requests) for s in steps)) if label else None
     for step in steps:
-        bar = progress.add_task(step.label, total=len(step.requests))
+        bar = one if one is not None else progress.add_task(step.label, total=len(step.requests))
         with tagged(**step.tags):
             for body in step.requests:
                 client.messages.create(**body)

@@ -7,7 +7,7 @@ turned into a routing policy entry; the other is refused, which is the point of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,7 +54,8 @@ def prove_tasks(emulator: Emulator, recorded: Recorded, console: Console, out: P
             rows = [(n, e) for n, e in enumerate(recorded.exchanges, 1) if e.task == task]
             if not rows:
                 continue
-            data = items_from_exchanges(rows, task=task, source="demo-log")
+            # The log came from the emulator: the certificate must say it is simulated (its page and `verify` do).
+            data = replace(items_from_exchanges(rows, task=task, source="demo-log"), simulated=True)
             # No gold answers in the log: the baseline-class judge rules on each pair of answers (`--scoring judge`);
             # the label set read from the baseline's answers still becomes the routed task's output contract.
             config = ProveConfig(task=task, baseline_model=baselines[task], candidate_models=(CANDIDATE,),

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.panel import Panel
 
 from parity.audit.cost import Pricer
 from parity.demo.audit_stage import audit_recorded, show_audit
 from parity.demo.bill import bill, print_bill, print_cache_comparison
-from parity.demo.gateway_stage import print_replay, replay_through_gateway
-from parity.demo.pipeline import REFUND_MODEL, START, TRIAGE_MODEL, DemoSize, Recorded, run_workload
+from parity.demo.gateway_stage import next_day_through_gateway, print_next_day
+from parity.demo.pipeline import (REFUND_MODEL, SIMULATED_NOTE, START, TRIAGE_MODEL, DemoSize, Recorded,
+                                  run_workload)
 from parity.demo.prove_stage import print_proofs, prove_tasks
 from parity.emulator.clock import ManualClock
 from parity.emulator.service import Emulator
@@ -40,10 +42,8 @@ def run_demo(console: Console, *, size: DemoSize | None = None, seed: int = 0, o
     clock = ManualClock(START.timestamp())
     emulator = Emulator(clock=clock, seed=seed)
     console.rule("[bold]Parity demo[/] on the built-in Claude API emulator")
-    console.print(
-        "Every model answer below comes from the emulator's [bold]simulated[/] models, so every number is "
-        f"simulated; prices are the real price table's. Files: {out}"
-    )
+    console.print(Panel(SIMULATED_NOTE, border_style="magenta", expand=False))
+    console.print(f"Files: {out}")
 
     console.print("\n[bold]1. A day of a support-ticket pipeline[/], sent through the official anthropic SDK")
     recorded = run_workload(emulator.client(max_retries=2), clock, console, size)
@@ -67,10 +67,11 @@ def run_demo(console: Console, *, size: DemoSize | None = None, seed: int = 0, o
     ctx.results["proofs"] = proofs
     print_proofs(console, proofs)
 
-    console.print("\n[bold]4. parity serve[/]: the next day's interactive traffic through the gateway with that policy")
-    replay = replay_through_gateway(emulator, recorded, proofs.policy, console, out, size)
-    ctx.results["replay"] = replay
-    print_replay(console, replay)
+    console.print("\n[bold]4. parity serve[/]: the next day through the gateway with that policy, on new traffic: "
+                  "tickets, refund problems and threads neither the optimiser nor the proofs' test split saw")
+    next_day = next_day_through_gateway(emulator, proofs.policy, console, out, size)
+    ctx.results["next_day"] = next_day
+    print_next_day(console, next_day)
 
     ctx.results["seconds"] = time.perf_counter() - started
     console.print(f"\nDemo finished in {ctx.results['seconds']:.1f} s.")

@@ -20,7 +20,8 @@ import jsonschema
 
 from parity import catalog, pricing
 from parity import prompt as prompts
-from parity.emulator import ids, tokenizer, validation
+from parity import tokenizer
+from parity.emulator import ids, validation
 from parity.emulator.batches import BatchStore
 from parity.emulator.brains.base import Brain, BrainReply, BrainRequest
 from parity.emulator.caching import PromptCache

@@ -5,6 +5,10 @@ Endpoints (reference claude-api.md §1.5): POST /v1/messages (streaming or not; 
 back at the gateway, or the SDK would fetch them from the upstream with a gateway key), /v1/models*, and any
 other /v1/ path proxied as is; /metrics (Prometheus) and /healthz are the gateway's own.
 
+Routes: a task is routed only on a verified certificate (`certified.route_problem`, checked when the policy is
+loaded and reloaded); a refused route's traffic passes through to its baseline. With a signing key (the config's
+`signing_key_path`, else PARITY_SIGNING_KEY_FILE or PARITY_SIGNING_KEY), only certificates signed with it count.
+
 Authentication: with a keys file, a client must present a gateway key (either `x-api-key` or
 `Authorization: Bearer`, as SDK 0.x/1.x and 2.x send them); its budget and rate limit apply. Without one, any
 key is accepted. Either way the upstream only ever sees the gateway's own upstream key (see `upstream`).
@@ -20,10 +24,11 @@ import importlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -36,6 +41,7 @@ from parity.emulator.errors import APIError
 from parity.emulator.ids import request_id as new_request_id
 from parity.emulator.server import read_body
 from parity.emulator.validation import api_key_of, parse_json_body
+from parity.gateway.certified import reason_code
 from parity.gateway.config import GatewayConfig
 from parity.gateway.keys import KeyLimits, KeyStore, spent_by_key
 from parity.gateway.metrics import GatewayMetrics
@@ -45,6 +51,9 @@ from parity.gateway.routing import Call, MessageRouter, TaskRouter
 from parity.gateway.streaming import RelayResponse
 from parity.gateway.upstream import Upstream, UpstreamFailure, response_headers
 from parity.policy import TaskPolicy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parity.proof.signing import SigningKey
 
 log = logging.getLogger("parity.gateway")
 
@@ -90,8 +99,11 @@ class Gateway:
             breaker=CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s),
             http_client=config.http_client,
         )
-        self.tasks = TaskRouter(config.policy, config.policy_path)
         self.metrics = GatewayMetrics()
+        self._monitors: dict[str, Any] = {}
+        self.signing_key = signing_key(config.signing_key_path)
+        self.tasks = TaskRouter(config.policy, config.policy_path, signing_key=self.signing_key,
+                                on_checked=self._routes_checked)
         self.keys = KeyStore(config.keys_path) if config.keys_path else None
         ledger = None
         spent = {}
@@ -111,7 +123,6 @@ class Gateway:
             span_hook=self._span_hook if self.otel is not None else None,
         )
         self.router = MessageRouter(self, seed=config.shadow_seed)
-        self._monitors: dict[str, Any] = {}
         self.deferral = None
         if self.deferral_module is not None and hasattr(self.deferral_module, "DeferralQueue"):
             self.deferral = self.deferral_module.DeferralQueue(
@@ -134,6 +145,15 @@ class Gateway:
         for warning in warnings:
             log.warning("task %s: %s", policy.task, warning)
         return fixed
+
+    def _routes_checked(self, refused: Mapping[str, str]) -> None:
+        """The policy in force refuses these routes (task -> problem): count them, and stop watching their drift
+        (a persisted rollback stays; only a new certificate clears it)."""
+        self.metrics.refused({task: reason_code(problem) for task, problem in refused.items()})
+        for task in refused:
+            monitor = self._monitors.pop(task, None)
+            if monitor is not None:
+                self._retire(monitor, reset=False)
 
     def drift_monitor(self, policy: TaskPolicy) -> Any:
         """The task's DriftMonitor (route mode with a shadow rate), created on first use; None without the module."""
@@ -362,6 +382,14 @@ class Gateway:
         if self.otel is not None and hasattr(self.otel, "flush"):
             with contextlib.suppress(Exception):
                 self.otel.flush()
+
+
+def signing_key(path: str | None) -> SigningKey | None:
+    """The key route certificates must be signed with: the file at `path`, else the environment's
+    (PARITY_SIGNING_KEY_FILE, PARITY_SIGNING_KEY); None when none is configured."""
+    from parity.proof.signing import load_signing_key
+
+    return load_signing_key(path)
 
 
 def _certificate_id(policy: TaskPolicy) -> Any:

@@ -14,7 +14,7 @@ the same silently (landscape §7 item 2). What `apply` changes, and only where m
   and a slot is free (at most 4 per request, the top-level automatic one included). Its TTL respects the
   ordering rule (a 1h breakpoint may not follow a 5m one): 1h when a later breakpoint is 1h, else the 5m default.
 - **Warnings** for a date/time or id-like value inside the prefix (the audit's own patterns,
-  `parity.audit.families.DATE_TIME` / `ID_LIKE`): such a value changes per request and re-writes the cache.
+  `parity.fingerprint.DATE_TIME` / `ID_LIKE`): such a value changes per request and re-writes the cache.
 
 The analysis of a prefix is memoised on its bytes: a task's prefix is stable by definition, so the request path
 pays one dictionary lookup per request after the first.
@@ -30,7 +30,7 @@ from typing import Any
 
 from parity import prompt as prompts
 from parity.audit.cache import suggest_breakpoint
-from parity.audit.families import DATE_TIME, ID_LIKE
+from parity.fingerprint import DATE_TIME, ID_LIKE
 
 MAX_BREAKPOINTS = 4
 DEFAULT_TTL = "5m"

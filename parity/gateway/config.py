@@ -29,12 +29,15 @@ class GatewayConfig:
     non-streaming candidate answer, `candidate_timeout_s`) before falling back to the baseline.
     `emulator` / `transport`: an `Emulator` (for `upstream="emulator"`) or any httpx2 async transport (tests).
     `policy`: a loaded `Policy` (else read from `policy_path`, re-read when the file changes).
+    `signing_key_path`: the key file route certificates must be signed with (else PARITY_SIGNING_KEY_FILE or
+    PARITY_SIGNING_KEY from the environment; with none, certificates are verified but signatures are not required).
     """
 
     upstream: str = DEFAULT_UPSTREAM
     upstream_key: str | None = None
     policy_path: str | None = None
     policy: Any = None
+    signing_key_path: str | None = None
     ledger_url: str | None = None
     keys_path: str | None = None
     redact: bool = False

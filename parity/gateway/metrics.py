@@ -2,7 +2,9 @@
 
 Labels are bounded: `task` is a policy task name, "unmatched" for a task name the policy does not know, or ""
 when no task was named; `route` is passthrough | routed | fallback | shadow | deferred | rejected; `outcome` is
-ok | client_error | upstream_error | gateway_error. Cost is also a Prometheus counter (a float, for dashboards);
+ok | client_error | upstream_error | gateway_error. `parity_policy_refused_routes{task, reason}` is 1 for each
+`route` entry of the policy in force that no verified certificate backs (its traffic goes to the baseline; the
+reason codes are `parity.gateway.certified.REASONS`). Cost is also a Prometheus counter (a float, for dashboards);
 the exact amounts are in the ledger.
 """
 
@@ -54,6 +56,18 @@ class GatewayMetrics:
             "parity_gateway_rollbacks", "Routed requests sent to the baseline because drift rolled the task back.",
             ["task"], registry=r,
         )
+
+        self.refused_routes = Gauge(
+            "parity_policy_refused_routes",
+            "1 for each route entry of the policy in force refused for want of a verified certificate (its task is "
+            "served by the baseline), by task and reason.", ["task", "reason"], registry=r,
+        )
+
+    def refused(self, refusals: dict[str, str]) -> None:
+        """The policy in force refuses these routes (task -> reason code); earlier refusals no longer hold."""
+        self.refused_routes.clear()
+        for task, reason in refusals.items():
+            self.refused_routes.labels(task, reason).set(1)
 
     def request(self, endpoint: str, route: str, task: str, outcome: str, seconds: float) -> None:
         self.requests.labels(endpoint, route, task, outcome).inc()

@@ -1,13 +1,11 @@
 """Which task a request belongs to, and what the gateway does with it: pass through, route, or shadow.
 
-Task identification, first match wins:
+Task identification is the project's one task rule (`parity.task.task_of`), first match wins:
 
 1. the header `x-parity-task: <name>` (a task's name or its policy `match.header` value);
-2. `metadata`: the API accepts only `metadata.user_id`, so a tag rides in it as `task:<name>` (or `task=<name>`,
-   among other `key:value` pairs separated by `;`, `,`, `|` or spaces; the key is the task's
-   `match.metadata_key`, "task" by default). A non-API key such as `metadata.task` is also read, and removed
-   before the request goes upstream;
-3. the template fingerprint (`parity.audit.families.fingerprint`) when the policy names one.
+2. `metadata`: `metadata.user_id` of the form `task:<name>` (the key is the task's `match.metadata_key`, "task" by
+   default); a non-API key such as `metadata.task` is also read, and removed before the request goes upstream;
+3. the template fingerprint (`parity.fingerprint.fingerprint`) when the policy names one.
 
 Modes (per task, from the policy): observe passes through and records; shadow passes through, and a sampled
 share (`shadow_rate`) is also sent, off the request path, to the candidate with its tuned prompt and recorded
@@ -16,6 +14,13 @@ checks the whole answer against the contract (streams are held until then), and 
 ORIGINAL request to the baseline at once and returns the baseline's answer, recording why. A routed task is
 passed through instead when the request asks for another model than the policy's baseline (the proof covers
 only that pair) or when drift monitoring has rolled the task back.
+
+Every route stands on a certificate: when a policy is loaded or reloaded, each `route` entry is checked by
+`certified.route_problem` (a verified switch certificate for this task, baseline, candidate and tuned prompt,
+signed when a signing key is configured). An entry that fails is refused: its task's traffic passes through to the
+baseline, with the reason logged at WARNING, in `/metrics` (`parity_policy_refused_routes`), in the ledger and in
+the `x-parity-reason` header. The check never runs per request; a certificate file that changes on disk is
+re-checked with the next reload check.
 """
 
 from __future__ import annotations
@@ -25,33 +30,32 @@ import json
 import logging
 import os
 import random
-import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx2
 from starlette.responses import JSONResponse, Response
 
-from parity.audit.families import fingerprint
+from parity.task import DEFAULT_METADATA_KEY, task_of
 from parity.gateway import streaming
-from parity.gateway.contract import check
+from parity.gateway.certified import certificate_path, route_problem
+from parity.contract import check
 from parity.gateway.recorder import Record
 from parity.gateway.upstream import Answer, UpstreamFailure, response_headers
 from parity.policy import Policy, TaskPolicy, apply_prompt, load_policy
 
 if TYPE_CHECKING:
     from parity.gateway.app import Gateway
+    from parity.proof.signing import SigningKey
 
 log = logging.getLogger("parity.gateway")
 
-TASK_HEADER = "x-parity-task"
-DEFAULT_METADATA_KEY = "task"
 MAX_SHADOW_IN_FLIGHT = 32
-_PAIR = re.compile(r"([A-Za-z0-9_.\-]+)\s*[:=]\s*([^\s;,|]+)")
 
 
 # ---- identification --------------------------------------------------------------------------------------------
@@ -65,6 +69,7 @@ class Identified:
     policy: TaskPolicy | None = None
     how: str = ""  # header | metadata | fingerprint | ""
     strip_keys: tuple[str, ...] = ()  # the gateway's own (non-API) metadata keys, dropped before forwarding
+    refused: str | None = None  # why the policy's route is refused (no verified certificate backs it), if it is
 
     @property
     def label(self) -> str:
@@ -75,22 +80,69 @@ class Identified:
 
 
 class TaskRouter:
-    """The policy's tasks indexed for identification; re-reads the policy file when it changes."""
+    """The policy's tasks indexed for identification; re-reads the policy file (and re-checks the certificates its
+    routes stand on) when it changes.
 
-    def __init__(self, policy: Policy | None = None, path: str | None = None):
+    `refused` maps each `route` task that no verified certificate backs to why (see `certified.route_problem`);
+    `on_checked` is told that map after every load and reload (the gateway's metrics). Relative certificate paths
+    are read from the policy file's folder (the working directory for a policy given in memory)."""
+
+    def __init__(self, policy: Policy | None = None, path: str | None = None, *,
+                 signing_key: SigningKey | None = None,
+                 on_checked: Callable[[Mapping[str, str]], None] | None = None):
         self.path = path
+        self.signing_key = signing_key
+        self._on_checked = on_checked
         self._mtime: float | None = None
         self._checked = 0.0
+        self.refused: dict[str, str] = {}
+        self._stamps: dict[str, int | None] = {}
         if policy is None and path is not None:
             policy = load_policy(path)
             self._mtime = _mtime(path)
         self._use(policy or Policy())
 
+    @property
+    def base_dir(self) -> Path | None:
+        """Where relative certificate paths are read from: the policy file's folder."""
+        return Path(self.path).resolve().parent if self.path is not None else None
+
+    def _check_routes(self, policy: Policy) -> dict[str, str]:
+        """Each route entry of `policy` that may not route, and why; logged, and never raising."""
+        refused: dict[str, str] = {}
+        for name, task in sorted(policy.tasks.items()):
+            if task.mode != "route" or not task.candidate_model:
+                continue
+            try:
+                problem = route_problem(task, signing_key=self.signing_key, base_dir=self.base_dir)
+            except Exception as exc:  # a bug in the check must not take routing down, nor let the route through
+                log.exception("checking the certificate of task %s failed", name)
+                problem = f"certificate_unreadable: checking it failed ({type(exc).__name__}: {exc})"
+            if problem is None:
+                assert task.certificate is not None
+                log.info("task %s routes to %s on certificate %s", name, task.candidate_model, task.certificate.id)
+            else:
+                refused[name] = problem
+                log.warning("task %s is not routed: its requests go to the baseline %s as passthrough: %s",
+                            name, task.baseline_model, problem)
+        return refused
+
+    def _certificate_stamps(self, policy: Policy) -> dict[str, int | None]:
+        """The modification time of each route's certificate file (None when absent), to notice an edit."""
+        stamps: dict[str, int | None] = {}
+        for task in policy.tasks.values():
+            path = certificate_path(task, self.base_dir) if task.mode == "route" else None
+            if path is not None:
+                stamps[str(path)] = _mtime_ns(path)
+        return stamps
+
     def _use(self, policy: Policy) -> None:
-        self.policy = policy
+        """Put `policy` in force: check the certificates its routes stand on, then index its tasks."""
+        stamps = self._certificate_stamps(policy)  # before the check: an edit made during it is noticed next time
+        refused = self._check_routes(policy)
         labels: dict[str, TaskPolicy] = {}
         keys = {DEFAULT_METADATA_KEY}
-        fingerprints: dict[str, TaskPolicy] = {}
+        fingerprints: dict[str, str] = {}
         for name, task in policy.tasks.items():
             labels[name] = task
             if task.match.header:
@@ -98,20 +150,26 @@ class TaskRouter:
             if task.match.metadata_key:
                 keys.add(task.match.metadata_key)
             if task.match.fingerprint:
-                fingerprints[task.match.fingerprint] = task
+                fingerprints[task.match.fingerprint] = name
+        self.policy, self.refused, self._stamps = policy, refused, stamps
         self._labels, self._keys, self._fingerprints = labels, keys, fingerprints
+        if self._on_checked is not None:
+            self._on_checked(dict(refused))
 
     def reload_if_changed(self, every_s: float = 1.0) -> None:
-        """Pick up a policy file rewritten by `parity prove` (checked at most every `every_s` seconds)."""
-        if self.path is None:
-            return
+        """Pick up a policy file rewritten by `parity prove`, or a certificate file changed under a route (checked
+        at most every `every_s` seconds)."""
         now = time.monotonic()
         if now - self._checked < every_s:
             return
         self._checked = now
-        mtime = _mtime(self.path)
+        mtime = _mtime(self.path) if self.path is not None else None
         if mtime is None or mtime == self._mtime:
+            if self._stamps and self._certificate_stamps(self.policy) != self._stamps:
+                log.info("a certificate file under a route changed: checking the routes again")
+                self._use(self.policy)
             return
+        assert self.path is not None
         try:
             policy = load_policy(self.path)
         except Exception:
@@ -128,32 +186,27 @@ class TaskRouter:
         if isinstance(metadata, Mapping):
             # the API accepts only metadata.user_id: a task key is the gateway's, and never goes upstream
             strip = tuple(k for k in self._keys if k != "user_id" and k in metadata)
-        named = headers.get(TASK_HEADER)
-        if named is not None and named.strip():
-            name = named.strip()[:200]
-            return Identified(name, self._labels.get(name), "header", strip)
-        if isinstance(metadata, Mapping):
-            for key in sorted(self._keys):
-                value = metadata.get(key)
-                if key != "user_id" and isinstance(value, str) and value.strip():
-                    name = value.strip()[:200]
-                    return Identified(name, self._labels.get(name), "metadata", strip)
-            user_id = metadata.get("user_id")
-            if isinstance(user_id, str) and (":" in user_id or "=" in user_id):
-                for match in _PAIR.finditer(user_id):
-                    if match.group(1) in self._keys:
-                        name = match.group(2)[:200]
-                        return Identified(name, self._labels.get(name), "metadata", strip)
-        if self._fingerprints:
-            task = self._fingerprints.get(fingerprint(dict(body)))
-            if task is not None:
-                return Identified(task.task, task, "fingerprint", strip)
-        return Identified(strip_keys=strip)
+        found = task_of(body, headers=headers, fingerprints=self._fingerprints, metadata_keys=self._keys)
+        if found is None:
+            return Identified(strip_keys=strip)
+        policy = self.policy.tasks[found.name] if found.how == "fingerprint" else self._labels.get(found.name)
+        return self._found(found.name, policy, found.how, strip)
+
+    def _found(self, name: str, policy: TaskPolicy | None, how: str, strip: tuple[str, ...]) -> Identified:
+        refused = self.refused.get(policy.task) if policy is not None else None
+        return Identified(name, policy, how, strip, refused)
 
 
 def _mtime(path: str) -> float | None:
     try:
         return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _mtime_ns(path: str | Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
     except OSError:
         return None
 
@@ -204,6 +257,8 @@ class MessageRouter:
     async def handle(self, call: Call) -> Response:
         policy = call.ident.policy
         if policy is not None and policy.mode == "route" and policy.candidate_model:
+            if call.ident.refused is not None:  # no verified certificate backs this route: the baseline answers
+                return await self.passthrough(call, "passthrough", call.ident.refused)
             skip = self._skip_reason(call, policy)
             if skip is None:
                 return await self._route(call, policy)

@@ -10,10 +10,16 @@ re-tests after switching (reference landscape §7 item 6). So, per routed task:
 2. A background worker on the gateway's event loop takes the queue in waves (`batch_size` items, or whatever
    waited `max_wait_s`): the baseline answers each original request through the Message Batches API (50% off;
    results collected when the batch ends) or synchronously (`via="sync"`, for tests and small deployments).
-3. THE pairwise judge (`parity.proof.judge.judge_params` / `parse_verdict`, the same prompt the proof used)
-   scores candidate against baseline in both orders, so each item scores 0, ¼, ½, ¾ or 1; a reply without a
-   verdict is asked once more, then counts as a tie.
-4. The scores feed a fresh `parity.proof.sequential.SequentialTest` (score mode, the task's margin and α).
+3. THE judge loop of the proof (`parity.proof.judge.JudgeRound`: the same requests, re-ask, parsing and
+   scoring as `parity prove`, driven here with async calls, the same way for both waves: batch or sync)
+   scores candidate against baseline in both orders, so each item scores 0, ¼, ½, ¾ or 1. Identical answers
+   are a tie without a judge call. A reply without a verdict is asked once more; an order that still has none,
+   or whose judge call failed (an API error, an errored batch entry, a batch that could not be sent), is a
+   judge failure and scores 0: a loss for the candidate, never a tie, and never a crash of the watch.
+   A baseline call that fails drops its item (counted in `failed`): there is nothing to compare.
+4. The scores feed a fresh `parity.proof.sequential.SequentialTest` (score mode, the task's margin and α) with
+   no finite-pool correction: shadowed requests are a sample of future traffic, and the claim is about its
+   population mean (DESIGN: claims are about the population, never only the sample).
    Its futility side firing means "the candidate is now worse than the baseline by more than the margin":
    the task rolls back (`rolled_back(task)` turns true, `on_rollback(task, reason, evidence)` is called, a
    warning is logged, and the state is written to `state_path` when one is given, so a restart keeps it).
@@ -53,9 +59,8 @@ from parity.emulator.ids import request_id as new_request_id
 from parity.exchange import format_time
 from parity.gateway.deferral import UpstreamCalls
 from parity.policy import TaskPolicy
-from parity.proof.calls import message_text, request_key
-from parity.proof.judge import RETRY_NUDGE, Judgment, OrderVerdict, candidate_score, judge_params
-from parity.proof.judge_prompt import parse_verdict, question_text
+from parity.proof.calls import message_text
+from parity.proof.judge import Judgment, JudgeRound, PairToJudge
 from parity.proof.sequential import SequentialTest, State
 
 log = logging.getLogger("parity.gateway.drift")
@@ -164,6 +169,7 @@ class DriftMonitor:
         self.dropped = 0
         self.failed = 0
         self.malformed = 0
+        self.judge_failures = 0
         self.reaffirmed = 0
         self.spend = Decimal(0)
         self.last_error: str | None = None
@@ -253,44 +259,33 @@ class DriftMonitor:
     async def _process(self, wave: Sequence[_Item]) -> None:
         base_params = [{k: v for k, v in item.request.items() if k != "stream"} for item in wave]
         baselines = await self._answers(base_params, "baseline")
-        pairs = [(item, message_text(msg)) for item, msg in zip(wave, baselines) if msg is not None]
-        self.failed += len(wave) - len(pairs)
-        judge_calls: list[dict[str, Any]] = []
-        for item, baseline_text in pairs:
-            question = question_text(item.request)
-            judge_calls.append(judge_params(self.judge_model, question, baseline_text, item.candidate_text))  # cand. B
-            judge_calls.append(judge_params(self.judge_model, question, item.candidate_text, baseline_text))  # cand. A
-        replies = await self._answers(judge_calls, "judge")
-        for n, (item, baseline_text) in enumerate(pairs):
-            orders = []
-            for k, position in ((0, "B"), (1, "A")):
-                params, reply = judge_calls[2 * n + k], replies[2 * n + k]
-                text = message_text(reply) if reply is not None else ""
-                retried = False
-                if parse_verdict(text) is None:
-                    retried = True
-                    again = await self._answers([_retry(params, text)], "judge", via="sync")
-                    text = message_text(again[0]) if again[0] is not None else ""
-                verdict = parse_verdict(text)
-                malformed = verdict is None
-                self.malformed += malformed
-                verdict = verdict or "tie"
-                orders.append(OrderVerdict(position, verdict, candidate_score(verdict, position), text,
-                                           request_key(params), retried=retried, malformed=malformed))
-            judgment = Judgment(f"{self.task}-{item.seq}", (orders[0], orders[1]), len(baseline_text),
-                                len(item.candidate_text))
+        answered = [(item, message_text(msg)) for item, msg in zip(wave, baselines) if msg is not None]
+        self.failed += len(wave) - len(answered)
+        judging = JudgeRound([PairToJudge(f"{self.task}-{item.seq}", item.request, baseline_text, item.candidate_text)
+                              for item, baseline_text in answered], self.judge_model)
+        while judging.pending:
+            replies = await self._answers(judging.pending, "judge")
+            judging.take([None if reply is None else message_text(reply) for reply in replies])
+        for (item, _), judgment in zip(answered, judging.judgments()):
+            self.judge_failures += sum(o.failed for o in judgment.orders)
+            self.malformed += sum(o.malformed for o in judgment.orders)
             if self._rollback is not None:
                 return
             self._score(item, judgment)
 
-    async def _answers(self, params: Sequence[dict[str, Any]], purpose: str, via: str | None = None
-                       ) -> list[dict[str, Any] | None]:
-        """Messages for `params` in order (None where the call failed), via a batch or synchronous calls."""
+    async def _answers(self, params: Sequence[dict[str, Any]], purpose: str) -> list[dict[str, Any] | None]:
+        """Messages for `params` in order, via a batch or synchronous calls; None where a call failed, and all None
+        when the batch itself could not be sent or read (a failure here is an item's, never the watch's)."""
         if not params:
             return []
-        batch = (via or self.via) == "batch"
+        batch = self.via == "batch"
         if batch:
-            messages = await self._batch(params, purpose)
+            try:
+                messages = await self._batch(params, purpose)
+            except Exception as exc:
+                self.last_error = f"{purpose} batch failed: {type(exc).__name__}: {exc}"
+                log.warning("drift watch of task %s: %s", self.task, self.last_error)
+                messages = [None] * len(params)
         else:
             gate = asyncio.Semaphore(SYNC_CONCURRENCY)
 
@@ -344,7 +339,10 @@ class DriftMonitor:
     # ---- the statistics -----------------------------------------------------------------------------------------
 
     def _new_segment(self, index: int, first_seq: int) -> _Segment:
-        test = SequentialTest(mode="score", margin=self.margin, alpha=self.alpha, futility=True, n_max=self.segment_size)
+        # pool_size=None: no without-replacement correction; the shadow sample is drawn from an unbounded stream
+        # of future traffic, so the test is about that population's mean, not about a finite pool
+        test = SequentialTest(mode="score", margin=self.margin, alpha=self.alpha, futility=True, n_max=self.segment_size,
+                              pool_size=None)
         return _Segment(index, test, first_seq, [])
 
     def _score(self, item: _Item, judgment: Judgment) -> None:
@@ -457,6 +455,7 @@ class DriftMonitor:
             "dropped": self.dropped,
             "failed": self.failed,
             "malformed_verdicts": self.malformed,
+            "judge_failures": self.judge_failures,
             "spend_usd": str(self.spend),
             "segments": self._segment.index,
             "reaffirmed": self.reaffirmed,
@@ -485,12 +484,6 @@ class DriftMonitor:
         if self._worker is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._worker
-
-
-def _retry(params: Mapping[str, Any], reply: str) -> dict[str, Any]:
-    """The judge asked once more after a reply without a verdict (the runner's rule, parity.proof.judge)."""
-    return {**params, "messages": [*params["messages"], {"role": "assistant", "content": reply or "(no reply)"},
-                                   {"role": "user", "content": RETRY_NUDGE}]}
 
 
 def _dump(value: Any) -> dict[str, Any]:

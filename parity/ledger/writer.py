@@ -12,6 +12,7 @@ from typing import Any
 
 from parity.exchange import Exchange, format_time
 from parity.ledger.schema import create_engine, exchanges, ledger_url
+from parity.task import named_task
 
 log = logging.getLogger("parity.ledger")
 
@@ -40,13 +41,19 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _task_name(ex: Exchange) -> str | None:
+    """The task column, by the one task rule (tag or metadata), so `--task` finds what the gateway recorded."""
+    named = named_task(ex.request, tags=ex.tags) if isinstance(ex.request, dict) else None
+    return named.name if named is not None else None
+
+
 def _row(entry: LedgerEntry) -> dict[str, Any]:
     ex = entry.exchange
     usage = ex.usage if isinstance(ex.usage, dict) else {}
     return {
         "started_at": format_time(ex.started_at),
         "duration_ms": ex.duration_ms,
-        "task": _text(ex.tags.get("task")),
+        "task": _text(_task_name(ex)),
         "route": ex.route,
         "model_requested": _text(ex.model_requested),
         "model_served": _text(ex.model_served),

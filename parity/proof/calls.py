@@ -24,11 +24,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from parity import pricing
 from parity.errors import ParityError
+from parity.tokenizer import count_request
 from parity.exchange import json_dict
+from parity.tokens import TokenCounter
 
 MAX_BATCH_REQUESTS = 10_000
 POLL_START_S = 1.0
@@ -72,15 +75,21 @@ class CallResult:
     usage: dict[str, Any]
     cost: Decimal
     batch: bool
+    message_id: str | None = None
+    """The response's `id` (msg_...)."""
+    request_id: str | None = None
+    """Where the upstream can look the call up: the `request-id` header of a sync call, the batch id of a batch."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "purpose": self.purpose, "model": self.model, "text": self.text,
-                "stop_reason": self.stop_reason, "usage": self.usage, "cost": str(self.cost), "batch": self.batch}
+                "stop_reason": self.stop_reason, "usage": self.usage, "cost": str(self.cost), "batch": self.batch,
+                "message_id": self.message_id, "request_id": self.request_id}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CallResult:
         return cls(data["key"], data["purpose"], data["model"], data["text"], data.get("stop_reason"),
-                   dict(data.get("usage") or {}), Decimal(data["cost"]), bool(data.get("batch")))
+                   dict(data.get("usage") or {}), Decimal(data["cost"]), bool(data.get("batch")),
+                   data.get("message_id"), data.get("request_id"))
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -95,14 +104,16 @@ def message_text(message: Mapping[str, Any]) -> str:
 
 
 def estimate_cost(params: Mapping[str, Any], *, batch: bool, table: pricing.PriceTable | None = None,
-                  extra_input_tokens: int = 0) -> Decimal:
-    """An upper bound on one call's cost: padded input tokens priced as cache writes, plus max_tokens of output.
+                  extra_input_tokens: int = 0, counted_input_tokens: int | None = None) -> Decimal:
+    """An upper bound on one call's cost: input tokens priced as cache writes, plus max_tokens of output.
 
-    `extra_input_tokens` covers input not written yet (a judge call's estimate before the answer it will judge
-    exists: that answer's max_tokens)."""
-    from parity.emulator.tokenizer import count_request
-
-    tokens = int(Decimal(count_request(params) + extra_input_tokens) * INPUT_SAFETY) + 1
+    `counted_input_tokens` is the API's own count (count_tokens), used as is; without it the offline
+    approximation is padded by a quarter. `extra_input_tokens` covers input not written yet (a judge call's
+    estimate before the answer it will judge exists: that answer's max_tokens)."""
+    if counted_input_tokens is not None:
+        tokens = counted_input_tokens + extra_input_tokens + 1
+    else:
+        tokens = int(Decimal(count_request(params) + extra_input_tokens) * INPUT_SAFETY) + 1
     usage = {
         "input_tokens": 0,
         "cache_creation_input_tokens": tokens,
@@ -144,6 +155,7 @@ class Caller:
 
     `client` is an `anthropic.Anthropic` (real or the emulator's in-process one). `sleep` is how polling waits
     (tests pass a no-op). `network_calls` counts requests actually sent, so a resumed run can show it sent none.
+    `counter`, when online, counts input tokens for the budget's estimates with the API's own counter.
     """
 
     def __init__(
@@ -156,8 +168,10 @@ class Caller:
         table: pricing.PriceTable | None = None,
         sleep: Callable[[float], None] = time.sleep,
         progress: Progress | None = None,
+        counter: TokenCounter | None = None,
     ):
         self.client = client
+        self.counter = counter
         self.run_dir = Path(run_dir)
         self.sync = sync
         self.table = table
@@ -207,6 +221,11 @@ class Caller:
             out.append(result)
         return out
 
+    @property
+    def results(self) -> Mapping[str, CallResult]:
+        """Every result this run holds, by request key (read-only): the certificate's source of upstream ids."""
+        return MappingProxyType(self._results)
+
     def one(self, call: Call) -> CallResult:
         return self.run([call])[0]
 
@@ -222,8 +241,16 @@ class Caller:
             if key in self._results:
                 total += self._results[key].cost  # already known exactly
             else:
-                total += estimate_cost(call.params, batch=not self.sync, table=self.table)
+                total += self.estimate_call(call.params)
         return total
+
+    def estimate_call(self, params: Mapping[str, Any], *, extra_input_tokens: int = 0) -> Decimal:
+        """Worst-case cost of sending `params` once, with this caller's prices, mode and token counter."""
+        counted = None
+        if self.counter is not None and self.counter.online:
+            counted = self.counter.count(params).input_tokens
+        return estimate_cost(params, batch=not self.sync, table=self.table, extra_input_tokens=extra_input_tokens,
+                             counted_input_tokens=counted)
 
     # ---- budget -------------------------------------------------------------------------------------------------
 
@@ -245,7 +272,7 @@ class Caller:
             return
         cached_new = sum((self._results[k].cost for k in set(keys) if k in self._results and k not in self._charged),
                          Decimal(0))
-        worst = sum((estimate_cost(c.params, batch=not self.sync, table=self.table) for c in todo), Decimal(0))
+        worst = sum((self.estimate_call(c.params) for c in todo), Decimal(0))
         if self.spend.total + cached_new + worst > self.spend.limit:
             raise BudgetExhausted(
                 f"the next {len(todo)} calls could cost up to ${worst:.4f}; ${self.spend.total:.4f} of the "
@@ -267,18 +294,21 @@ class Caller:
         for result in results:
             self._results[result.key] = result
 
-    def _result(self, key: str, purpose: str, message: Mapping[str, Any], batch: bool) -> CallResult:
+    def _result(self, key: str, purpose: str, message: Mapping[str, Any], batch: bool,
+                request_id: str | None) -> CallResult:
         usage = {k: v for k, v in dict(message.get("usage") or {}).items() if v is not None}
         model = str(message.get("model"))
         cost = pricing.cost(model, usage, batch=batch, table=self.table).total
-        return CallResult(key, purpose, model, message_text(message), message.get("stop_reason"), usage, cost, batch)
+        return CallResult(key, purpose, model, message_text(message), message.get("stop_reason"), usage, cost, batch,
+                          message.get("id"), request_id)
 
     def _send_sync(self, todo: dict[str, Call]) -> None:
         total = len(todo)
         for done, (key, call) in enumerate(todo.items()):
             self.network_calls += 1
             message = self.client.messages.create(**call.params)
-            self._store([self._result(key, call.purpose, json_dict(message), batch=False)])
+            request_id = getattr(message, "_request_id", None)  # the SDK keeps the `request-id` header here
+            self._store([self._result(key, call.purpose, json_dict(message), batch=False, request_id=request_id)])
             if self.progress:
                 self.progress(f"{call.purpose} calls", done + 1, total)
 
@@ -332,7 +362,8 @@ class Caller:
             key = entry.custom_id
             result = entry.result
             if result.type == "succeeded" and key not in self._results:
-                fresh.append(self._result(key, purposes.get(key, "unknown"), json_dict(result.message), batch=True))
+                fresh.append(self._result(key, purposes.get(key, "unknown"), json_dict(result.message), batch=True,
+                                          request_id=batch_id))
             elif result.type == "errored":
                 error = json_dict(result.error)
                 inner = error.get("error") or error

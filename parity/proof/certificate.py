@@ -2,9 +2,18 @@
 
 The JSON holds everything needed to recompute the verdict without calling a model: every per-prompt score in
 the order the test saw it, the judge's replies for both orders, the scorers' inputs, the test's parameters, the
-seeds, the splits and the prompt hashes. `verify(path)` recomputes each per-prompt score from the stored
-judge replies or scorer inputs, the streamed order from the seed, and the verdict from the scores, and checks
-the certificate id (a hash of the evidence), so an edited certificate does not verify.
+seeds, the splits, the prompt hashes and the upstream request id of every answer used. `verify(path)`
+recomputes each per-prompt score from the stored judge replies or scorer inputs, the streamed order from the
+seed, and the verdict from the scores, and checks the certificate id (a hash of the evidence), so an edited
+certificate does not verify. A signature (`parity.proof.signing`) adds who issued it: without one, someone who
+rewrites the evidence consistently and re-hashes the id is not caught.
+
+The claim is about a population, never only the sample (DESIGN): the hypothesis names "prompts of this task drawn
+like the test split". A finite-pool run (the test's `pool_size` set) proves something about those N prompts
+only, and `can_route` refuses it.
+
+The cost block counts what routing really costs: the candidate's answers, the baseline again for the answers
+that break the output contract (the gateway falls back), and the drift watch's shadow sample.
 """
 
 from __future__ import annotations
@@ -14,24 +23,57 @@ import json
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from parity import pricing
+from parity.contract import check
 from parity.files import write_atomic
-from parity.errors import InputError
+from parity.errors import InputError, ParityError
+from parity.policy import Contract, TaskPolicy
+from parity.pricing import PriceTable, format_usd
+from parity.proof.calls import Spend, request_key
+from parity.proof.data import ProofItem, Splits, TaskData
+from parity.proof.judge import Judgment, judge_params, order_score, same_answer
+from parity.proof.judge_prompt import question_text
+from parity.proof.scoring import Scoring
+from parity.proof.sequential import hypothesis, run_sequential
+from parity.proof.signing import SigningKey, check_signature, load_signing_key, sign
+from parity.report import plots
+from parity.report.html import Page, badge
+from parity.tokenizer import count_request
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parity.policy import Contract
-    from parity.proof.calls import Spend
-    from parity.proof.data import ProofItem, Splits, TaskData
-    from parity.proof.runner import CandidateOutcome, ProveConfig, Scoring
+    from parity.proof.runner import CandidateOutcome, ProveConfig
 
 FORMAT = "parity-certificate"
-VERSION = 1
-VOLATILE = ("id", "created_at", "run_dir")
-"""Left out of the id: the same evidence gathered at another time or place is the same certificate."""
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+"""Version 2 added the population, upstream ids, routing cost and signature; version 1 files still verify."""
+VOLATILE = ("id", "created_at", "run_dir", "signature", "upstream")
+"""Left out of the id: the same evidence gathered at another time or place, or signed by another key, is the same
+certificate. The upstream ids (top-level `upstream`, each observation's `upstream_ids`) say where the calls were
+made, not what they showed, so they are provenance: a resumed run and an uninterrupted one issue the same id. The
+signature covers them."""
+PROVENANCE = "upstream_ids"
+POPULATION = "prompts of this task drawn like the test split"
+SIMULATED_NOTE = ("SIMULATED: every model answer and judgment in this certificate came from the Parity emulator, "
+                  "not from a real Claude model. It shows the method; it proves nothing about real models. The "
+                  "simulated judge is biased like real ones (position, length, confidently wrong on hard items); its "
+                  "instruction repair writes only the fixed rule sentences of its task families for the mistakes it is "
+                  "shown, so a real proposer may find more or less.")
+DRIFT_BATCH = True
+"""The drift watch sends its baseline and judge calls through Message Batches by default (DriftMonitor via="batch")."""
+DRIFT_JUDGE_CALLS = 2
+"""Each shadowed request is judged in both orders."""
+JUDGE_REPLY_TOKENS = 200
+"""A judge reply's length when the proof made no judge calls to measure it: the judge prompt asks for a short
+explanation and a verdict. Judge-scored proofs use their own calls' usage instead."""
+PLACES = Decimal("1e-12")
+"""Means and shares of exact amounts are rounded to a millionth of a micro-dollar, as the runner's means are."""
+SigningKeyArg = SigningKey | None | Literal["env"]
 
 
 def _dec(value: Decimal | None) -> str | None:
@@ -45,6 +87,9 @@ def _prompt_dict(prompt: Any) -> dict[str, Any]:
 def certificate_id(cert: Mapping[str, Any]) -> str:
     """"cert_" + 20 hex digits of SHA-256 over the evidence (everything but the volatile fields)."""
     body = {k: v for k, v in cert.items() if k not in VOLATILE}
+    body["candidates"] = [{**c, "observations": [{k: v for k, v in o.items() if k != PROVENANCE}
+                                                 for o in c.get("observations") or []]}
+                          for c in body.get("candidates") or []]
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "cert_" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
 
@@ -57,13 +102,246 @@ def _overall(outcomes: Sequence[CandidateOutcome], chosen: CandidateOutcome | No
     return "inconclusive"
 
 
-def _summary(verdict: str, chosen: CandidateOutcome | None, baseline: str, margin: float) -> str:
+def _where(pool_size: int | None) -> str:
+    """The population a verdict speaks about, as the end of a sentence."""
+    if pool_size is not None:
+        return (f"the {pool_size} prompts of the test split only (a finite-pool test: it proves nothing about other "
+                "prompts, so it cannot back a route)")
+    return POPULATION
+
+
+def _summary(verdict: str, chosen: CandidateOutcome | None, baseline: str, margin: float,
+             pool_size: int | None = None) -> str:
     if verdict == "switch" and chosen is not None:
         return (f"Switch: {chosen.model} with the tuned prompt is at least as good as {baseline} within a margin of "
-                f"{margin:g} on this task's held-out prompts (n = {chosen.n_used}).")
+                f"{margin:g} on {_where(pool_size)} (n = {chosen.n_used} held-out prompts).")
     if verdict == "do_not_switch":
         return f"Do not switch: every candidate is worse than {baseline} by more than the margin of {margin:g}."
     return f"Inconclusive: keep {baseline}. Neither non-inferiority nor inferiority was shown within the limits."
+
+
+def hypothesis_block(mode: str, margin: float, pool_size: int | None) -> dict[str, Any]:
+    """H0 in words with the population it is about: future prompts of the task, or (finite pool) the N tested."""
+    statement = hypothesis(mode, margin).statement
+    return {"population": POPULATION if pool_size is None else f"the {pool_size} prompts of the test split",
+            "finite_pool": pool_size,
+            "statement": f"{statement}, the mean taken over {_where(pool_size)}"}
+
+
+def _pool_size(results: Sequence[Mapping[str, Any] | None]) -> int | None:
+    """The finite pool a test was run on, if any (None: the claim is about the population)."""
+    return next((r["pool_size"] for r in results if r and r.get("pool_size") is not None), None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Upstream request ids
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _field(result: Any, name: str) -> Any:
+    return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
+
+
+def upstream_ids(result: Any) -> dict[str, str | None] | None:
+    """What the API called one answer: {"request_id": the `request-id` header of a sync call or the id of its
+    batch, "message_id": the message's id}; None when the run kept no result for that call (a logged answer)."""
+    if result is None:
+        return None
+    ids = {}
+    for name in ("request_id", "message_id"):
+        value = _field(result, name)
+        ids[name] = value if isinstance(value, str) and value else None
+    return ids
+
+
+def _baseline_key(obs: Mapping[str, Any], item: ProofItem | None, baseline_model: str) -> str | None:
+    """The request key of the baseline call the proof made for this prompt (the request as sent, on the baseline)."""
+    if obs.get("baseline_request_key"):
+        return str(obs["baseline_request_key"])
+    return request_key({**item.request, "model": baseline_model}) if item is not None else None
+
+
+def _with_upstream(obs: Mapping[str, Any], calls: Mapping[str, Any], item: ProofItem | None,
+                   baseline_model: str) -> dict[str, Any]:
+    """A copy of an observation with the upstream id of each answer it rests on (None where none is known:
+    a logged baseline answer, or a call result that kept no id)."""
+    judge = [upstream_ids(calls.get(o.get("request_key") or "")) for o in (obs.get("judgment") or {}).get("orders", [])
+             if not o.get("identical")]
+    ids: dict[str, Any] = {
+        "baseline": upstream_ids(calls.get(_baseline_key(obs, item, baseline_model) or "")),
+        "candidate": upstream_ids(calls.get(obs.get("candidate_request_key") or "")),
+    }
+    if obs.get("judgment") is not None:
+        ids["judge"] = judge
+    return {**obs, "upstream_ids": ids}
+
+
+def upstream_summary(candidates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every upstream id the certificate rests on (first seen first; a batch id once for all its answers), how
+    many answers it used, and how many of those have no id at all."""
+    request_ids: dict[str, None] = {}
+    message_ids: dict[str, None] = {}
+    answers = missing = 0
+    baselines: set[str] = set()
+    for cand in candidates:
+        for obs in cand.get("observations", []):
+            ids = obs.get("upstream_ids") or {}
+            used = [ids.get("candidate"), *ids.get("judge", [])]
+            if obs["id"] not in baselines:  # every candidate is compared with the same baseline answer
+                baselines.add(obs["id"])
+                used.insert(0, ids.get("baseline"))
+            for one in used:
+                answers += 1
+                one = one or {}
+                if one.get("request_id"):
+                    request_ids.setdefault(one["request_id"], None)
+                if one.get("message_id"):
+                    message_ids.setdefault(one["message_id"], None)
+                missing += not (one.get("request_id") or one.get("message_id"))
+    return {"request_ids": list(request_ids), "message_ids": list(message_ids), "answers": answers,
+            "without_id": missing}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What routing costs
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoutingCost:
+    """Per-request cost of routing a task to the candidate, and the saving it leaves (Decimal USD, exact up to
+    PLACES where a share or mean is taken). None where a part is unknown."""
+
+    baseline_per_request: Decimal | None
+    candidate_per_request: Decimal | None
+    fallback_rate: Decimal | None
+    """Share of the candidate's test answers that broke the output contract: the gateway pays the baseline again."""
+    fallback_cost_per_request: Decimal | None
+    shadow_rate: Decimal
+    drift_cost_per_request: Decimal | None
+    """shadow_rate × (a baseline answer + two judge calls), at the drift watch's (batch) prices."""
+    net_candidate_per_request: Decimal | None
+    saving_per_request: Decimal | None
+    projected_monthly_saving: Decimal | None
+
+
+def _q(value: Decimal) -> Decimal:
+    """Rounded to PLACES; zero stays a plain 0 rather than 0E-12."""
+    rounded = value.quantize(PLACES)
+    return rounded if rounded else Decimal(0)
+
+
+def routing_cost(*, baseline: Decimal | None, candidate: Decimal | None, fallbacks: int, answers: int,
+                 shadow_rate: Decimal, shadow_baseline: Decimal | None, judge_call: Decimal | None,
+                 monthly_requests: int | None, differing: int | None = None) -> RoutingCost:
+    """net = candidate + baseline × fallbacks/answers
+             + shadow_rate × (shadow_baseline + 2 × judge_call × differing/answers);
+    saving = baseline − net; monthly = saving × monthly_requests.
+
+    `differing` counts the test answers that are not the baseline's text: the judge loop scores identical answers
+    as a tie without a call, so only those cost the drift watch its two judge calls (all of them when unknown)."""
+    rate = _q(Decimal(fallbacks) / Decimal(answers)) if answers else None
+    fallback = _q(baseline * fallbacks / answers) if baseline is not None and answers else None
+    drift = None
+    if shadow_baseline is not None and judge_call is not None:
+        judged = Decimal(differing) / Decimal(answers) if differing is not None and answers else Decimal(1)
+        drift = _q(shadow_rate * (shadow_baseline + DRIFT_JUDGE_CALLS * judge_call * judged))
+    net = candidate + fallback + drift if None not in (candidate, fallback, drift) else None  # type: ignore[operator]
+    saving = baseline - net if baseline is not None and net is not None else None
+    monthly = saving * monthly_requests if saving is not None and monthly_requests is not None else None
+    return RoutingCost(baseline, candidate, rate, fallback, shadow_rate, drift, net, saving, monthly)
+
+
+def default_shadow_rate() -> Decimal:
+    """The share of routed requests a policy shadows unless it says otherwise (TaskPolicy.shadow_rate's default)."""
+    rate = next(f.default for f in fields(TaskPolicy) if f.name == "shadow_rate")
+    return Decimal(str(rate))
+
+
+def contract_failures(observations: Sequence[Mapping[str, Any]], contract: Contract,
+                      calls: Mapping[str, Any] | None = None) -> int:
+    """How many stored candidate answers the gateway's output-contract check would reject (and fall back on).
+
+    The stop reason comes from the call's result where the run kept it (a truncated answer is a fallback)."""
+    failed = 0
+    for obs in observations:
+        result = (calls or {}).get(obs.get("candidate_request_key") or "")
+        stop = obs.get("candidate_stop_reason") or _field(result, "stop_reason") or "end_turn"
+        message = {"content": [{"type": "text", "text": obs.get("candidate_output") or ""}], "stop_reason": stop}
+        failed += check(message, contract) is not None
+    return failed
+
+
+def _price(model: str, usage: Mapping[str, Any] | None, *, batch: bool, table: PriceTable | None) -> Decimal | None:
+    if not usage:
+        return None
+    plain = {k: v for k, v in usage.items() if k not in ("service_tier", "speed")}
+    try:
+        return pricing.cost(model, plain, batch=batch, table=table).total
+    except ParityError:
+        return None
+
+
+def _mean(values: Sequence[Decimal]) -> Decimal | None:
+    return _q(sum(values, Decimal(0)) / len(values)) if values else None
+
+
+def judge_call_cost(observations: Sequence[Mapping[str, Any]], judge_model: str, *,
+                    calls: Mapping[str, Any] | None = None, items: Mapping[str, ProofItem] | None = None,
+                    table: PriceTable | None = None) -> tuple[Decimal | None, str]:
+    """(mean cost of one drift-watch judge call at batch prices, how it was found).
+
+    From the proof's own judge calls where the run kept their usage; otherwise from the token count of the judge
+    request the drift watch would send for each prompt, with a reply of JUDGE_REPLY_TOKENS."""
+    costs = []
+    for obs in observations:
+        for order in (obs.get("judgment") or {}).get("orders", []):
+            result = (calls or {}).get(order.get("request_key") or "")
+            if result is not None:
+                value = _price(str(_field(result, "model")), _field(result, "usage"), batch=DRIFT_BATCH, table=table)
+                if value is not None:
+                    costs.append(value)
+    if costs:
+        return _mean(costs), f"the mean of this proof's {len(costs)} judge calls, at batch prices"
+    for obs in observations:
+        item = (items or {}).get(obs["id"])
+        if item is None:
+            continue
+        params = judge_params(judge_model, question_text(item.request), obs.get("baseline_output") or "",
+                              obs.get("candidate_output") or "")
+        value = _price(judge_model, {"input_tokens": count_request(params), "output_tokens": JUDGE_REPLY_TOKENS},
+                       batch=DRIFT_BATCH, table=table)
+        if value is not None:
+            costs.append(value)
+    if not costs:
+        return None, "no judge cost could be estimated"
+    return _mean(costs), (f"estimated from the token counts of {len(costs)} judge requests and a reply of "
+                          f"{JUDGE_REPLY_TOKENS} tokens (this proof made no judge calls to measure), at batch prices")
+
+
+def _routing_cost(chosen: CandidateOutcome | None, baseline_cost: Decimal | None, baseline_model: str,
+                  judge_model: str | None, monthly_requests: int | None, contract: Contract,
+                  calls: Mapping[str, Any], items: Mapping[str, ProofItem], table: PriceTable | None,
+                  shadow_rate: Decimal) -> tuple[RoutingCost, int, str]:
+    observations = chosen.observations if chosen is not None else []
+    fallbacks = contract_failures(observations, contract, calls)
+    shadow_baseline = _mean([c for c in (_price(baseline_model, items[o["id"]].baseline_usage, batch=DRIFT_BATCH,
+                                                table=table) for o in observations if o["id"] in items)
+                             if c is not None])
+    judge, how = (judge_call_cost(observations, judge_model or baseline_model, calls=calls, items=items, table=table)
+                  if observations else (None, "no test answers"))
+    differing = sum(not same_answer(o.get("baseline_output") or "", o.get("candidate_output") or "")
+                    for o in observations)
+    cost = routing_cost(baseline=baseline_cost, candidate=chosen.cost_per_request if chosen else None,
+                        fallbacks=fallbacks, answers=len(observations), shadow_rate=shadow_rate,
+                        shadow_baseline=shadow_baseline, judge_call=judge, monthly_requests=monthly_requests,
+                        differing=differing)
+    return cost, fallbacks, how
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------------------------
 
 
 def build(
@@ -82,26 +360,66 @@ def build(
     monthly_requests: int | None,
     contract: Contract,
     proof_at_standard_prices: Decimal | None = None,
+    simulated: bool = False,
+    calls: Mapping[str, Any] | None = None,
+    table: PriceTable | None = None,
+    shadow_rate: float | Decimal | None = None,
+    signing_key: SigningKeyArg = "env",
 ) -> dict[str, Any]:
-    """The certificate as a JSON-ready dict, its id included."""
-    from parity.proof.calls import request_key
+    """The certificate as a JSON-ready dict, its id included, signed when a key is given.
 
+    `simulated`: the calls went to the emulator (a certificate is simulated when this is true or the prompts
+    were generated). `calls`: the run's call results by request key (`CallResult`s): where the upstream ids,
+    stop reasons and judge costs are read from. `shadow_rate`: the drift watch's share (default: the policy's).
+    `signing_key`: "env" loads one with `load_signing_key()` (unsigned when none is set), None never signs.
+    """
+    calls = calls or {}
+    by_id = {i.id: i for i in items}
+    sim = bool(data.simulated or simulated)
     verdict = _overall(outcomes, chosen)
-    after = chosen.cost_per_request if chosen is not None else None
-    saving = baseline_cost - after if baseline_cost is not None and after is not None else None
-    monthly = saving * monthly_requests if saving is not None and monthly_requests is not None else None
+    pool = _pool_size([o.result for o in outcomes])
+    rate = default_shadow_rate() if shadow_rate is None else Decimal(str(shadow_rate))
+    cost, fallbacks, judge_how = _routing_cost(chosen, baseline_cost, config.baseline_model, judge_model,
+                                               monthly_requests, contract, calls, by_id, table, rate)
+    gross = baseline_cost - chosen.cost_per_request if (
+        baseline_cost is not None and chosen is not None and chosen.cost_per_request is not None) else None
+    summary = _summary(verdict, chosen, config.baseline_model, config.margin, pool)
     warnings = [w for o in outcomes for w in (f"{o.model}: {x}" for x in o.diagnostics.warnings)]
-    if data.simulated:
-        warnings.insert(0, "simulated: every model answer and judgment here came from the emulator, not a real model")
+    if sim:
+        warnings.insert(0, "simulated: " + SIMULATED_NOTE.split(": ", 1)[1])
+    if pool is not None:
+        warnings.append(f"finite pool: this test proves the candidate only on the {pool} prompts it tested, not on "
+                        "the task's future traffic; it cannot back a route")
+    if chosen is not None and cost.saving_per_request is not None and cost.saving_per_request <= 0:
+        note = (f"routing would not save money: with fallbacks and the drift watch the candidate costs "
+                f"{_money(str(cost.net_candidate_per_request))} per request against the baseline's "
+                f"{_money(str(baseline_cost))}")
+        warnings.append(note)
+        summary += f" But {note}."
+    candidates = []
+    for o in outcomes:
+        diagnostics = o.diagnostics.to_dict()
+        candidates.append({
+            "model": o.model, "verdict": o.verdict, "stopped_by": o.stopped_by, "n_used": o.n_used,
+            "result": o.result, "prompt": _prompt_dict(o.prompt), "prompt_hash": o.prompt_hash,
+            "optimization": o.optimization, "diagnostics": diagnostics,
+            "judge_failures": diagnostics.get("judge_failures", 0),
+            "contract_failures": fallbacks if o is chosen else contract_failures(o.observations, contract, calls),
+            "order": o.order,
+            "observations": [_with_upstream(obs, calls, by_id.get(obs["id"]), config.baseline_model)
+                             for obs in o.observations],
+            "cost_per_request": _dec(o.cost_per_request), "notes": list(o.notes),
+        })
     cert: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "id": "",
         "created_at": manifest.get("created_at"),
         "task": config.task,
-        "simulated": data.simulated,
+        "simulated": sim,
         "baseline_model": config.baseline_model,
         "judge_model": judge_model,
+        "hypothesis": hypothesis_block(scoring.test_mode, config.margin, pool),
         "scoring": {"mode": scoring.mode, "test_mode": scoring.test_mode, "kind": scoring.kind,
                     "labels": list(scoring.labels), "reference_guided": config.reference_guided},
         "parameters": {
@@ -110,38 +428,43 @@ def build(
             "split_by": config.split_by, "fractions": list(config.fractions),
             "max_prompt_candidates": config.max_prompt_candidates, "minibatch": config.minibatch,
             "optimize": config.optimize, "budget_usd": _dec(config.budget_usd), "batch": not config.sync,
+            "pool_size": pool,
         },
         "seeds": {"split": config.seed, "order": config.seed, "optimizer": config.seed},
         "data": {"source": data.source, "n_items": len(items), "rejected_rows": len(data.rejected),
+                 "selection": getattr(data, "selection", None),
                  "prompt_hashes": {i.id: request_key(i.request) for i in items}},
         "splits": splits.to_dict(),
-        "candidates": [
-            {
-                "model": o.model, "verdict": o.verdict, "stopped_by": o.stopped_by, "n_used": o.n_used,
-                "result": o.result, "prompt": _prompt_dict(o.prompt), "prompt_hash": o.prompt_hash,
-                "optimization": o.optimization, "diagnostics": o.diagnostics.to_dict(),
-                "order": o.order, "observations": o.observations,
-                "cost_per_request": _dec(o.cost_per_request), "notes": list(o.notes),
-            }
-            for o in outcomes
-        ],
-        "decision": {"verdict": verdict, "candidate": chosen.model if chosen else None,
-                     "summary": _summary(verdict, chosen, config.baseline_model, config.margin)},
+        "candidates": candidates,
+        "upstream": upstream_summary(candidates),
+        "decision": {"verdict": verdict, "candidate": chosen.model if chosen else None, "summary": summary},
         "contract": asdict(contract),
         "cost": {
             "proof": spend.to_dict(),
             "proof_at_standard_prices": _dec(proof_at_standard_prices),
             "baseline_per_request": _dec(baseline_cost),
-            "candidate_per_request": _dec(after),
-            "saving_per_request": _dec(saving),
+            "candidate_per_request": _dec(cost.candidate_per_request),
+            "gross_saving_per_request": _dec(gross),
+            "fallback_rate": _dec(cost.fallback_rate),
+            "fallback_cost_per_request": _dec(cost.fallback_cost_per_request),
+            "shadow_rate": _dec(cost.shadow_rate),
+            "drift_cost_per_request": _dec(cost.drift_cost_per_request),
+            "drift_judge_call": judge_how,
+            "net_candidate_per_request": _dec(cost.net_candidate_per_request),
+            "saving_per_request": _dec(cost.saving_per_request),
             "monthly_requests": monthly_requests,
-            "projected_monthly_saving": _dec(monthly),
-            "note": "per-request costs are at standard (non-batch) prices, measured on the test prompts",
+            "projected_monthly_saving": _dec(cost.projected_monthly_saving),
+            "note": ("per-request costs are at standard (non-batch) prices, measured on the test prompts; the net "
+                     "cost adds the baseline again for answers that break the output contract (the gateway falls "
+                     "back) and the drift watch's shadow sample (a baseline answer and two judge calls, at batch "
+                     "prices)"),
         },
         "warnings": warnings,
     }
+    cert = _jsonable(cert)
     cert["id"] = certificate_id(cert)
-    return _jsonable(cert)
+    key = load_signing_key() if signing_key == "env" else signing_key
+    return sign(cert, key) if isinstance(key, SigningKey) else cert
 
 
 def _jsonable(value: Any) -> Any:
@@ -162,7 +485,7 @@ def dumps(cert: Mapping[str, Any]) -> str:
 
 
 def write_json(cert: Mapping[str, Any], path: str | Path) -> Path:
-    """Write atomically (temp file, then rename)."""
+    """Write atomically (temp file, then rename); `build` already signed the certificate when a key was set."""
     return write_atomic(path, dumps(cert))
 
 
@@ -178,9 +501,9 @@ def load(path: str | Path) -> dict[str, Any]:
         raise InputError(f"not valid JSON: {exc.msg}", file=name, line=exc.lineno) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"not a Parity certificate (expected \"format\": \"{FORMAT}\")", file=name, field="format")
-    if data.get("version") != VERSION:
-        raise InputError(f"certificate version {data.get('version')!r} is not supported (expected {VERSION})",
-                         file=name, field="version")
+    if data.get("version") not in SUPPORTED_VERSIONS:
+        raise InputError(f"certificate version {data.get('version')!r} is not supported (this Parity reads "
+                         f"{', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade Parity", file=name, field="version")
     return data
 
 
@@ -202,7 +525,11 @@ class CandidateCheck:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """ok when every check passed; `problems` says what did not, in words."""
+    """ok when every check passed; `problems` says what did not, in words.
+
+    `signature`: "unsigned", "verified" (checked against the key given), "intact" (an Ed25519 signature checked
+    against the public key it carries: unchanged since signed, signer not checked), "unchecked" (HMAC without
+    its secret) or "invalid". `route_problem`: why this certificate cannot back a route (None when it can)."""
 
     ok: bool
     certificate_id: str
@@ -210,21 +537,25 @@ class VerifyResult:
     recomputed_verdict: str
     candidates: tuple[CandidateCheck, ...] = ()
     problems: tuple[str, ...] = field(default_factory=tuple)
+    signature: str = "unsigned"
+    signed_by: str | None = None
+    simulated: bool = False
+    finite_pool: int | None = None
+    hypothesis: str | None = None
+    upstream_ids: int = 0
+    """How many of the answers used as evidence carry an upstream id."""
+    route_problem: str | None = None
 
 
 def _recompute_x(obs: Mapping[str, Any], scoring: Any) -> float:
     """The per-prompt score from its evidence: the judge's two replies, or the scorer's inputs."""
-    from parity.proof.judge import Judgment, candidate_score, same_answer
-    from parity.proof.judge_prompt import parse_verdict
-
     if scoring.mode == "judge":
         judgment = Judgment.from_dict(obs["judgment"])
         if any(o.identical for o in judgment.orders):
             # a tie without a judge call is allowed only where the two answers really are the same text
             same = same_answer(obs["baseline_output"] or "", obs["candidate_output"])
             return 0.5 if same and all(o.identical for o in judgment.orders) else math.nan
-        scores = [candidate_score(parse_verdict(o.text) or "tie", o.candidate_position) for o in judgment.orders]
-        return sum(scores) / 2.0
+        return sum(order_score(o) for o in judgment.orders) / 2.0  # a judge failure scores 0, as the judge does
     if scoring.mode == "paired-gold":
         s_c = scoring.score(obs["candidate_output"], obs["gold"])
         s_b = scoring.score(obs["baseline_output"] or "", obs["gold"])
@@ -232,13 +563,41 @@ def _recompute_x(obs: Mapping[str, Any], scoring: Any) -> float:
     return scoring.score(obs["candidate_output"], obs["baseline_output"] or "")
 
 
-def verify(path: str | Path) -> VerifyResult:
-    """Recompute a certificate's verdict from its stored evidence and check it matches what it claims."""
-    from parity.proof.runner import Scoring
-    from parity.proof.sequential import run_sequential
+def _signature_state(cert: Mapping[str, Any], key: SigningKey | None, problem: str | None) -> str:
+    signature = cert.get("signature")
+    if signature is None:
+        return "unsigned"
+    if problem is not None:
+        return "invalid"
+    if key is not None:
+        return "verified"
+    alg = signature.get("alg") if isinstance(signature, Mapping) else None
+    return "intact" if alg == "ed25519" else "unchecked"
 
-    cert = load(path)
+
+def _route_problem(problems: Sequence[str], verdict: str, pool: int | None) -> str | None:
+    if problems:
+        return f"it does not verify ({problems[0]})"
+    if verdict != "switch":
+        return f"its verdict is {verdict.replace('_', ' ')!r}: only a switch can back a route"
+    if pool is not None:
+        return (f"it is a finite-pool certificate: it proves the candidate only on the {pool} prompts it tested, not "
+                "on the task's future traffic; prove again without a finite pool")
+    return None
+
+
+def verify(source: str | Path | Mapping[str, Any], key: SigningKey | None = None, *,
+           required: bool = False) -> VerifyResult:
+    """Recompute a certificate's verdict from its stored evidence and check it matches what it claims, and check
+    its signature (`key`: the issuer's key; `required`: an unsigned certificate fails).
+
+    `source` is a certificate file or an already loaded certificate. Version 1 certificates (no signature, no
+    population or upstream ids) verify as before."""
+    cert = dict(source) if isinstance(source, Mapping) else load(source)
     problems: list[str] = []
+    signature_problem = check_signature(cert, key, required=required)
+    if signature_problem is not None:
+        problems.append(signature_problem)
     if certificate_id(cert) != cert.get("id"):
         problems.append("the certificate id does not match its contents: the evidence was changed after it was issued")
     sc = cert["scoring"]
@@ -274,7 +633,7 @@ def verify(path: str | Path) -> VerifyResult:
             result = run_sequential(
                 [o["x"] for o in observations], mode=params["mode"], margin=params["margin"], alpha=params["alpha"],
                 n_max=params["n_max"], method=params["method"], futility=params["futility"],
-                pool_size=params["pool_size"], candidates=params["candidates"],
+                pool_size=params.get("pool_size"), candidates=params["candidates"],
                 futility_alpha=params["futility_alpha"], c=params["c"], grid_size=params["grid_size"],
             )
             recomputed, n, est, low = result.verdict, result.n_used, result.estimate, result.lower_bound
@@ -304,7 +663,43 @@ def verify(path: str | Path) -> VerifyResult:
     chosen = cert["decision"].get("candidate")
     if chosen is not None and chosen not in switched:
         problems.append(f"the chosen candidate {chosen!r} did not pass its test")
-    return VerifyResult(not problems, cert.get("id", ""), stored_overall, overall, tuple(checks), tuple(problems))
+    pool = _pool_size([c.get("result") for c in cert["candidates"]])
+    claimed = cert.get("hypothesis")
+    if isinstance(claimed, Mapping) and claimed.get("finite_pool") != pool:
+        problems.append(f"the hypothesis is stated about {claimed.get('population')!r}, but the test was run "
+                        + (f"on a finite pool of {pool} prompts" if pool is not None else "without a finite pool"))
+    signature = cert.get("signature")
+    return VerifyResult(
+        not problems, cert.get("id", ""), stored_overall, overall, tuple(checks), tuple(problems),
+        signature=_signature_state(cert, key, signature_problem),
+        signed_by=signature.get("key_id") if isinstance(signature, Mapping) else None,
+        simulated=bool(cert.get("simulated")), finite_pool=pool, hypothesis=_hypothesis_text(cert, pool),
+        upstream_ids=_identified(cert.get("upstream")),
+        route_problem=_route_problem(problems, stored_overall, pool),
+    )
+
+
+def _identified(upstream: Any) -> int:
+    """How many answers used as evidence carry an upstream id."""
+    return int(upstream["answers"]) - int(upstream["without_id"]) if isinstance(upstream, Mapping) else 0
+
+
+def _hypothesis_text(cert: Mapping[str, Any], pool: int | None) -> str | None:
+    """The certificate's H0 sentence; for a version 1 file, rebuilt from its mode and margin."""
+    stored = cert.get("hypothesis")
+    if isinstance(stored, Mapping) and stored.get("statement"):
+        return str(stored["statement"])
+    try:
+        return hypothesis_block(cert["scoring"]["test_mode"], cert["parameters"]["margin"], pool)["statement"]
+    except (KeyError, TypeError, ParityError):
+        return None
+
+
+def can_route(cert: Mapping[str, Any] | str | Path, *, key: SigningKey | None = None) -> str | None:
+    """Why this certificate cannot back a route, in words; None when it can: it verifies (signature included,
+    against `key` when given), its verdict is switch, and it is about the task's traffic, not a finite pool."""
+    return verify(cert, key).route_problem
+
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -315,8 +710,6 @@ def verify(path: str | Path) -> VerifyResult:
 def _money(value: str | None) -> str:
     if value in (None, ""):
         return "n/a"
-    from parity.pricing import format_usd
-
     return format_usd(Decimal(value))
 
 
@@ -329,26 +722,31 @@ def _num(value: Any, places: int = 3) -> str:
 
 
 def render_html(cert: Mapping[str, Any]) -> str:
-    """The certificate as a self-contained page: verdict, margin, α, the confidence sequence, win/tie/loss,
-    per-stratum table, length and judge diagnostics, the tuned prompt, and cost before and after."""
-    from parity.report import plots
-    from parity.report.html import Page, badge
-
+    """The certificate as a self-contained page: verdict, the hypothesis and its population, margin, α, the
+    confidence sequence, win/tie/loss, per-stratum table, length and judge diagnostics, the tuned prompt, what
+    routing costs (candidate, fallbacks, drift watch) and who signed it. A simulated certificate says so at the top."""
     decision = cert["decision"]
     verdict = decision["verdict"]
     kind = {"switch": "good", "do_not_switch": "bad"}.get(verdict, "")
     params = cert["parameters"]
+    simulated = bool(cert.get("simulated"))
     page = Page(f"Parity certificate: {cert['task']}", subtitle=f"{cert['id']} · issued {cert.get('created_at')}",
-                simulated=bool(cert.get("simulated")))
-    page.heading("Decision", badges=[badge(verdict.replace("_", " "), kind)])
+                simulated=simulated, simulated_note=SIMULATED_NOTE)
+    page.heading("Decision", badges=[badge(verdict.replace("_", " "), kind)]
+                 + ([badge("simulated", "simulated")] if simulated else []))
     page.paragraph(decision["summary"])
+    pool = _pool_size([c.get("result") for c in cert["candidates"]])
+    statement = _hypothesis_text(cert, pool)
+    if statement:
+        page.paragraph(f"Null hypothesis: {statement}.", muted=pool is None)
     cost = cert["cost"]
+    after = cost.get("net_candidate_per_request") or cost["candidate_per_request"]
     page.cards({
         "baseline": cert["baseline_model"],
         "margin δ": f"{params['margin']:g}",
         "α (per candidate)": f"{params['alpha']:g} ({params['per_candidate_alpha']:.3g})",
         "cost / request before": _money(cost["baseline_per_request"]),
-        "cost / request after": _money(cost["candidate_per_request"]),
+        "cost / request after": _money(after),
         "projected monthly saving": _money(cost["projected_monthly_saving"]),
     })
     sc = cert["scoring"]
@@ -358,6 +756,8 @@ def render_html(cert: Mapping[str, Any]) -> str:
                    f"streamed in a random order (seed {cert['seeds']['order']}).", muted=True)
     for warning in cert.get("warnings", []):
         page.notice(warning)
+    if "net_candidate_per_request" in cost:
+        _routing_cost_section(page, cost)
     for cand in cert["candidates"]:
         _candidate_section(page, cand, cert, plots)
     page.heading("Cost of this proof")
@@ -370,13 +770,46 @@ def render_html(cert: Mapping[str, Any]) -> str:
                    f"{'Message Batches (50% off)' if params['batch'] else 'synchronous calls'}"
                    + (f"; the same calls at standard prices: {_money(standard)}" if standard else "")
                    + f". {cost['note']}.", muted=True)
-    page.paragraph(f"Re-check this verdict offline: parity verify certificate.json (id {cert['id']}).", muted=True)
+    _provenance_section(page, cert)
     return page.render()
 
 
-def _candidate_section(page: Any, cand: Mapping[str, Any], cert: Mapping[str, Any], plots: Any) -> None:
-    from parity.report.html import badge
+def _routing_cost_section(page: Any, cost: Mapping[str, Any]) -> None:
+    page.heading("What routing costs per request", 3)
+    rate = cost.get("fallback_rate")
+    page.table(["part", "cost / request"], [
+        ("candidate's answer", _money(cost["candidate_per_request"])),
+        (f"fallback to the baseline ({_pct(rate)} of test answers broke the output contract)",
+         _money(cost.get("fallback_cost_per_request"))),
+        (f"drift watch ({_pct(cost.get('shadow_rate'))} shadowed: a baseline answer and two judge calls)",
+         _money(cost.get("drift_cost_per_request"))),
+        ("net cost of routing", _money(cost.get("net_candidate_per_request"))),
+        ("baseline today", _money(cost["baseline_per_request"])),
+        ("saving per request", _money(cost.get("saving_per_request"))),
+    ], numeric=[1])
+    if cost.get("drift_judge_call"):
+        page.paragraph(f"Judge call cost: {cost['drift_judge_call']}.", muted=True)
 
+
+def _provenance_section(page: Any, cert: Mapping[str, Any]) -> None:
+    page.heading("Provenance", 3)
+    upstream = cert.get("upstream")
+    if upstream:
+        page.paragraph(f"Upstream ids recorded for {upstream['answers'] - upstream['without_id']} of the "
+                       f"{upstream['answers']} answers used as evidence ({len(upstream['request_ids'])} request or "
+                       f"batch ids, {len(upstream.get('message_ids', []))} message ids; the rest are logged answers "
+                       "or calls whose id was not kept): the provider can confirm these calls were made.", muted=True)
+    signature = cert.get("signature")
+    if isinstance(signature, Mapping):
+        page.paragraph(f"Signed with {signature.get('alg')} key {signature.get('key_id')}: check it with "
+                       f"parity verify certificate.json --key KEYFILE (id {cert['id']}).")
+    else:
+        page.paragraph(f"Unsigned. Re-check the verdict offline: parity verify certificate.json (id {cert['id']}); "
+                       "without a signature that shows the verdict follows from the stored evidence, not that "
+                       "the evidence came from real calls.", muted=True)
+
+
+def _candidate_section(page: Any, cand: Mapping[str, Any], cert: Mapping[str, Any], plots: Any) -> None:
     verdict = cand["verdict"]
     kind = {"switch": "good", "do_not_switch": "bad"}.get(verdict, "")
     page.heading(f"Candidate {cand['model']}", badges=[badge(verdict.replace("_", " "), kind)])
@@ -418,6 +851,12 @@ def _candidate_section(page: Any, cand: Mapping[str, Any], cert: Mapping[str, An
                  ("tie rate (single orders)", _pct(diag.get("tie_rate"))),
                  ("verdicts malformed twice (counted as ties)", diag.get("malformed", 0)),
                  ("identical answers (ties; the judge was not asked)", diag.get("identical", 0))]
+    failures = cand.get("judge_failures", diag.get("judge_failures"))
+    if failures or diag.get("length_controlled") is not None:
+        rows.append(("judge calls that failed", failures or 0))
+    if cand.get("contract_failures") is not None:
+        rows.append(("answers that broke the output contract (the gateway would fall back)",
+                     f"{cand['contract_failures']} of {len(cand['observations'])}"))
     rows.append(("cost per request with the tuned prompt", _money(cand.get("cost_per_request"))))
     page.table(["measure", "value"], rows, numeric=[1])
     page.heading("Tuned prompt", 3)
@@ -433,5 +872,6 @@ def write_html(cert: Mapping[str, Any], path: str | Path) -> Path:
     return write_atomic(path, render_html(cert))
 
 
-__all__ = ["CandidateCheck", "VerifyResult", "build", "certificate_id", "dumps", "load", "render_html", "verify",
-           "write_html", "write_json"]
+__all__ = ["CandidateCheck", "POPULATION", "RoutingCost", "VerifyResult", "build", "can_route", "certificate_id",
+           "contract_failures", "default_shadow_rate", "dumps", "hypothesis_block", "judge_call_cost", "load",
+           "render_html", "routing_cost", "upstream_ids", "upstream_summary", "verify", "write_html", "write_json"]

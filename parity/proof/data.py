@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from parity.errors import InputError, ParityError
 from parity.exchange import Exchange, Rejected, read_jsonl
+from parity.task import task_of
 
+TASK_RULE = "tag, x-parity-task header, metadata.user_id task:NAME, or the named template fingerprint"
 Kind = Literal["label", "number", "json", "text"]
 SplitBy = Literal["auto", "group", "time"]
 SPLIT_BYS = ("auto", "group", "time")
@@ -67,6 +69,8 @@ class TaskData:
     source: str
     simulated: bool = False
     rejected: tuple[str, ...] = ()
+    selection: Mapping[str, Any] | None = None
+    """How the rows were chosen from the source: the task rule, rows taken, rows left out, and by what."""
 
     def with_items(self, items: Iterable[ProofItem]) -> TaskData:
         return replace(self, items=tuple(items))
@@ -112,7 +116,7 @@ def _group_of(ex: Exchange) -> str:
     user = (ex.request.get("metadata") or {}).get("user_id")
     if user:
         return f"user:{user}"
-    from parity.audit.families import fingerprint
+    from parity.fingerprint import fingerprint
 
     return f"template:{fingerprint(ex.request)}"
 
@@ -128,21 +132,32 @@ def _gold_of(tags: Mapping[str, str]) -> Any:
 
 
 def items_from_exchanges(
-    rows: Iterable[tuple[int, Exchange | Rejected]], *, task: str | None, source: str
+    rows: Iterable[tuple[int, Exchange | Rejected]], *, task: str | None, source: str,
+    fingerprint: str | None = None,
 ) -> TaskData:
-    """Proof items from logged exchanges of one task (tag `task`, or every row when task is None).
+    """Proof items from the logged exchanges that belong to `task` by the one task rule (`parity.task`): a tag,
+    `metadata`, or the template `fingerprint` when one is given. Every row is taken when task is None.
 
-    The logged response is the baseline's output. Rows that failed (an error, no response) are skipped and
-    counted in `rejected`. A row that cannot be read at all is an InputError naming its file and line: a
-    proof must not quietly run on part of the data. A source with no usable row is an InputError too.
+    Untagged rows are never taken as the task on a guess: a proof about one task must not rest on another
+    template's prompts. The rows taken and left out are counted in `selection` (printed, and stored in the
+    certificate). The logged response is the baseline's output. Rows that failed (an error, no response) are
+    skipped and counted in `rejected`. A row that cannot be read at all is an InputError naming its file and
+    line: a proof must not quietly run on part of the data. A source with no usable row is an InputError too.
     """
     items: list[ProofItem] = []
     rejected: list[str] = []
+    by: Counter[str] = Counter()
+    left_out = 0
+    fingerprints = {fingerprint: task} if fingerprint and task is not None else None
     for line, row in rows:
         if isinstance(row, Rejected):
             raise InputError(f"{row.reason}; fix or delete this line, then run again", file=row.file, line=row.line)
-        if task is not None and row.task not in (None, task):
-            continue  # another task's row; untagged rows are kept (a file of one task may leave the tag off)
+        if task is not None:
+            found = task_of(row.request, tags=row.tags, fingerprints=fingerprints)
+            if found is None or found.name != task:
+                left_out += 1
+                continue
+            by[found.how] += 1
         if row.response is None or row.error is not None:
             rejected.append(f"{source}:{line}: no successful response to use as the baseline's output")
             continue
@@ -158,27 +173,32 @@ def items_from_exchanges(
             baseline_usage=row.usage,
         ))
     if not items:
-        raise InputError(f"no usable exchanges{f' for task {task!r}' if task else ''}; check the task name and "
-                         "that the rows have responses", file=source)
+        hint = ("no row names it by a `task` tag or `metadata.user_id` \"task:NAME\""
+                + ("" if fingerprint else "; pass --fingerprint fp_... to take a template's untagged rows"))
+        raise InputError(f"no usable exchanges{f' for task {task!r} ({left_out} rows of other or no task; {hint})' if task else ''}; "
+                         "check the task name and that the rows have responses", file=source)
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise InputError("item ids repeat; give each row a unique `id` tag or leave the tag off", file=source)
-    return TaskData(task or "task", tuple(items), source, rejected=tuple(rejected))
+    selection = {"rule": TASK_RULE, "task": task, "fingerprint": fingerprint, "taken": sum(by.values()),
+                 "left_out": left_out, "by": dict(sorted(by.items()))} if task is not None else None
+    return TaskData(task or "task", tuple(items), source, rejected=tuple(rejected), selection=selection)
 
 
-def load_jsonl(path: str | Path, *, task: str | None = None) -> TaskData:
+def load_jsonl(path: str | Path, *, task: str | None = None, fingerprint: str | None = None) -> TaskData:
     """A task's prompts and the baseline's logged outputs from an Exchange JSONL file."""
     if not Path(path).is_file():
         raise InputError("no such file; give the Exchange JSONL log of the task (one request/response per line)",
                          file=str(path))
-    return items_from_exchanges(read_jsonl(path), task=task, source=str(path))
+    return items_from_exchanges(read_jsonl(path), task=task, source=str(path), fingerprint=fingerprint)
 
 
-def load_ledger(url: str, *, task: str | None = None) -> TaskData:
+def load_ledger(url: str, *, task: str | None = None, fingerprint: str | None = None) -> TaskData:
     """A task's prompts and the baseline's logged outputs from the gateway's ledger."""
     from parity.ledger.reader import read_ledger
 
-    return items_from_exchanges(read_ledger(url, task=task), task=task, source=url)
+    rows = read_ledger(url, task=None if fingerprint else task)  # a fingerprint also takes the untagged rows
+    return items_from_exchanges(rows, task=task, source=url, fingerprint=fingerprint)
 
 
 def load_emulator_family(family: str, n: int, *, seed: int = 0, baseline_model: str, task: str | None = None) -> TaskData:
@@ -357,6 +377,13 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return float(fractions[0]), float(fractions[1]), float(fractions[2])
 
 
+def all_for_test(items: Sequence[ProofItem], seed: int = 0) -> Splits:
+    """Every prompt in the test split: with no optimisation nothing is tuned, so nothing is held back for it."""
+    if not items:
+        raise InputError("no prompts to test")
+    return Splits((), (), SealedSplit(items), "none (no optimisation: every prompt is a test prompt)", seed)
+
+
 def split(
     items: Sequence[ProofItem],
     *,
@@ -434,6 +461,7 @@ __all__ = [
     "ProofItem",
     "SealedSplit",
     "Splits",
+    "all_for_test",
     "TaskData",
     "gold_text",
     "infer_kind",

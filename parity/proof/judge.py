@@ -1,18 +1,28 @@
-"""The pairwise judge runner: both orders on every prompt, robust verdict parsing, and the diagnostics every run
-reports (reference proof-science §1.2, §1.5).
+"""THE pairwise judge: both orders on every prompt, robust verdict parsing, one loop shared by `parity prove` and
+the gateway's drift watch, and the diagnostics every run reports (reference proof-science §1.2, §1.5, §2.8).
 
 - Both orders: position bias leaves 15–35% inconsistent verdicts in one order; averaging the two orders keeps
   the information a "map inconsistent to tie" rule throws away. The per-prompt score is the mean of the two
   orders from the candidate's side, so X ∈ {0, ¼, ½, ¾, 1}, and an identical candidate has E[X] = ½.
 - The baseline's output is the anchor and the judge is the baseline model or a stronger one, never the
   candidate's: self-preference toward the baseline only makes switching harder.
-- A reply with no verdict token is asked once more; a second failure counts as a tie and is reported.
+- A reply with no verdict token is asked once more. An order that still has no verdict, or whose call failed
+  after the caller's own retries (an API error, an errored batch entry), is a judge failure and scores 0 for
+  the candidate. Why a loss and not a tie: the test is H0: μ ≤ ½ − δ, so a tie is evidence FOR switching; a
+  judge that cannot say which answer is better has shown nothing in the candidate's favour, and a candidate
+  whose answers break the judge (too long, unreadable) must not gain from it. Failures are marked (`failed`)
+  and counted in the diagnostics.
 - Answers that are the same text (surrounding whitespace aside) are a tie without asking the judge (reference
   §5: "an exact hash counts as a tie"): both orders would be the same request, so a judge could only add noise
   and cost. Such orders are marked `identical` and the certificate check confirms the texts really match.
+- One loop, no I/O (`JudgeRound`): it lays out the first wave of requests, takes the replies, lays out the
+  re-asks for replies without a verdict, takes those, and returns the Judgments. `Judge` drives it through the
+  proof's batching `Caller`; the drift watch (parity.gateway.shadow) drives it with its async upstream calls,
+  so both score the same replies the same way.
 - Diagnostics: swap inconsistency, tie rate, length ratio, a length-controlled estimate (the minimal
-  AlpacaEval GLM of §1.3: a logistic regression of the preference on tanh(Δlength / sd)), and a per-stratum
-  breakdown; warnings when LC and raw differ by more than 5 points or the candidate is more than 20% longer.
+  AlpacaEval GLM of §1.3: a logistic regression of the preference on tanh(Δlength / sd)), judge failures, and a
+  per-stratum breakdown; warnings when LC and raw differ by more than 5 points, the candidate is more than 20%
+  longer, or the judge failed on any order.
 """
 
 from __future__ import annotations
@@ -23,11 +33,12 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+import anthropic
 import numpy as np
 
 from parity import catalog
-from parity.errors import InputError
-from parity.proof.calls import Call, Caller, estimate_cost
+from parity.errors import InputError, ParityError
+from parity.proof.calls import BudgetExhausted, Call, Caller, estimate_cost, request_key
 from parity.proof.judge_prompt import (
     A_END,
     A_START,
@@ -37,6 +48,7 @@ from parity.proof.judge_prompt import (
     parse_verdict,
     question_text,
     render_pairwise,
+    system_text,
 )
 
 JUDGE_MAX_TOKENS = 512
@@ -48,6 +60,10 @@ LC_WARN_POINTS = 0.05
 LENGTH_WARN_RATIO = 1.2
 LINE_RANK = {"haiku": 0, "sonnet": 1, "opus": 2, "fable": 3, "mythos": 3}
 IDENTICAL_TEXT = "The two answers are the same text: a tie, without asking the judge."
+NO_VERDICT = "none"
+"""`OrderVerdict.verdict` of a judge failure: the judge gave no verdict (or no reply) for that order."""
+POSITIONS = ("B", "A")
+"""Where the candidate sits in the first and the second order of every prompt."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -87,15 +103,20 @@ class OrderVerdict:
     """One order's judgment: where the candidate sat, what the judge said, and the candidate's score."""
 
     candidate_position: str  # "A" or "B"
-    verdict: str  # "A" | "B" | "tie"
+    verdict: str  # "A" | "B" | "tie" | "none" (a judge failure)
     score: float  # 0, ½ or 1 from the candidate's side
     text: str
+    """The judge's last reply (the re-ask's when it was asked again); "" when its call failed."""
     request_key: str
+    """Key of the request `text` answers."""
     retried: bool = False
     malformed: bool = False
-    """No verdict even after asking again: counted as a tie."""
+    """The judge replied but gave no verdict, even when asked again."""
     identical: bool = False
     """The two answers are the same text: a tie, and the judge was not asked."""
+    failed: bool = False
+    """A judge failure: no verdict even when asked again, or the call failed; scored 0 (a loss for the candidate).
+    Certificates from before this field existed scored a malformed order as a tie (see `order_score`)."""
 
 
 @dataclass(frozen=True)
@@ -133,21 +154,27 @@ class Judgment:
                    data.get("stratum", "all"))
 
 
-def candidate_score(verdict: str, candidate_position: str) -> float:
-    """0, ½ or 1 for the candidate given a verdict letter and where the candidate was shown."""
+def candidate_score(verdict: str | None, candidate_position: str) -> float:
+    """0, ½ or 1 for the candidate given a verdict letter and where the candidate was shown; no verdict (None or
+    "none", a judge failure) is 0."""
     if verdict == "tie":
         return 0.5
     return 1.0 if verdict == candidate_position else 0.0
 
 
+def order_score(order: OrderVerdict) -> float:
+    """One judged order's score recomputed from its evidence (the stored reply), as a certificate check does.
+
+    Orders marked `identical` were never judged: check their texts instead. A malformed order stored before
+    judge failures counted as losses (`failed` absent) was scored as a tie, and is recomputed as one.
+    """
+    verdict = parse_verdict(order.text)
+    if verdict is None and order.malformed and not order.failed:
+        return 0.5
+    return candidate_score(verdict, order.candidate_position)
+
+
 CACHED = {"type": "ephemeral"}
-
-
-def _system_text(request: Mapping[str, Any]) -> str:
-    system = request.get("system")
-    if isinstance(system, list):
-        return "\n\n".join(str(b.get("text", "")) for b in system if isinstance(b, Mapping))
-    return str(system or "")
 
 
 def judge_params(model: str, question: str, answer_a: str, answer_b: str, *, reference: str | None = None,
@@ -197,7 +224,8 @@ def same_answer(baseline_output: str, candidate_output: str) -> bool:
     return baseline_output.strip() == candidate_output.strip()
 
 
-def _retry_params(params: Mapping[str, Any], reply: str) -> dict[str, Any]:
+def retry_params(params: Mapping[str, Any], reply: str) -> dict[str, Any]:
+    """The judge asked once more after `reply`, which had no verdict: the same request, the reply, the nudge."""
     return {**params, "messages": [*params["messages"], {"role": "assistant", "content": reply or "(no reply)"},
                                    {"role": "user", "content": RETRY_NUDGE}]}
 
@@ -214,6 +242,103 @@ class PairToJudge:
     stratum: str = "all"
 
 
+def judge_requests(pair: PairToJudge, model: str, *, reference_guided: bool = False,
+                   max_tokens: int = JUDGE_MAX_TOKENS) -> tuple[dict[str, Any], dict[str, Any]]:
+    """THE two judge requests for one prompt: the candidate as B, then as A (`POSITIONS`)."""
+    question = question_text(pair.request)
+    ref = pair.reference if reference_guided else None
+    task_system = system_text(pair.request)
+    first = judge_params(model, question, pair.baseline_output, pair.candidate_output, reference=ref,
+                         task_system=task_system, max_tokens=max_tokens)
+    second = judge_params(model, question, pair.candidate_output, pair.baseline_output, reference=ref,
+                          task_system=task_system, max_tokens=max_tokens)
+    return first, second
+
+
+Reply = str | None
+"""A judge call's reply text, or None when the call failed after the caller's own retries."""
+
+
+class JudgeRound:
+    """Judging `pairs`, without I/O: the one loop every judge caller drives.
+
+        judging = JudgeRound(pairs, model)
+        while judging.pending:
+            judging.take(send(judging.pending))   # replies in order; None for a call that failed
+        judgments = judging.judgments()
+
+    `pending` is first both orders of every pair whose answers differ (identical answers are a tie without a
+    call), then the re-asks of the replies that had no verdict (at most one each), then empty. Whoever drives it
+    decides how requests travel (batch or not, sync or async) and nothing else, so prove and the drift watch
+    score the same replies the same way.
+    """
+
+    def __init__(self, pairs: Sequence[PairToJudge], model: str, *, reference_guided: bool = False,
+                 max_tokens: int = JUDGE_MAX_TOKENS):
+        self.pairs = tuple(pairs)
+        self._slot: dict[int, int] = {}  # pair index -> index of its first order among the asked requests
+        self._asked: list[dict[str, Any]] = []
+        for n, pair in enumerate(self.pairs):
+            if not same_answer(pair.baseline_output, pair.candidate_output):
+                self._slot[n] = len(self._asked)
+                self._asked.extend(judge_requests(pair, model, reference_guided=reference_guided,
+                                                  max_tokens=max_tokens))
+        self._replies: list[Reply] = []
+        self._retries: dict[int, dict[str, Any]] = {}  # asked index -> its re-ask
+        self._retry_replies: dict[int, Reply] = {}
+        self._wave = 0
+        self.pending: list[dict[str, Any]] = list(self._asked)
+        """The requests to send next, in order (empty: done)."""
+
+    def take(self, replies: Sequence[Reply]) -> None:
+        """Hand back the replies to `pending`, in its order; `pending` then holds the next wave."""
+        if not self.pending:
+            raise RuntimeError("this judge round is finished: nothing is pending")
+        if len(replies) != len(self.pending):
+            raise ValueError(f"expected {len(self.pending)} judge replies, got {len(replies)}")
+        if self._wave == 0:
+            self._replies = list(replies)
+            self._retries = {i: retry_params(self._asked[i], r) for i, r in enumerate(self._replies)
+                             if r is not None and parse_verdict(r) is None}
+            self.pending = list(self._retries.values())
+        else:
+            self._retry_replies = dict(zip(self._retries, replies))
+            self.pending = []
+        self._wave += 1
+
+    def judgments(self) -> list[Judgment]:
+        """One Judgment per pair, in order, once nothing is pending."""
+        if self.pending:
+            raise RuntimeError(f"{len(self.pending)} judge requests are still pending")
+        out = []
+        for n, pair in enumerate(self.pairs):
+            if n in self._slot:
+                first = self._slot[n]
+                orders = (self._order(first, POSITIONS[0]), self._order(first + 1, POSITIONS[1]))
+            else:
+                tie = [OrderVerdict(p, "tie", 0.5, IDENTICAL_TEXT, "", identical=True) for p in POSITIONS]
+                orders = (tie[0], tie[1])
+            out.append(Judgment(pair.item_id, orders, len(pair.baseline_output), len(pair.candidate_output),
+                                pair.stratum))
+        return out
+
+    def _order(self, i: int, position: str) -> OrderVerdict:
+        params, reply = self._asked[i], self._replies[i]
+        retried = i in self._retries
+        if retried and self._retry_replies.get(i) is not None:
+            params, reply = self._retries[i], self._retry_replies[i]
+        verdict = None if reply is None else parse_verdict(reply)
+        failed = verdict is None
+        return OrderVerdict(position, verdict or NO_VERDICT, candidate_score(verdict, position), reply or "",
+                            request_key(params), retried=retried, malformed=failed and self._replies[i] is not None,
+                            failed=failed)
+
+
+CALL_ERRORS = (ParityError, anthropic.APIError)
+"""What a judge call that got no reply raises once the Caller's own retries are spent (budget and input errors
+are not among them: they stop the run)."""
+
+
 class Judge:
     """Runs pairwise judgments through a Caller (batched, cached, budgeted), both orders per prompt."""
 
@@ -224,58 +349,42 @@ class Judge:
         self.reference_guided = reference_guided
         self.max_tokens = max_tokens
 
-    def _params(self, pair: PairToJudge) -> tuple[dict[str, Any], dict[str, Any]]:
-        question = question_text(pair.request)
-        ref = pair.reference if self.reference_guided else None
-        task_system = _system_text(pair.request)
-        first = judge_params(self.model, question, pair.baseline_output, pair.candidate_output, reference=ref,
-                             task_system=task_system, max_tokens=self.max_tokens)  # candidate as B
-        second = judge_params(self.model, question, pair.candidate_output, pair.baseline_output, reference=ref,
-                              task_system=task_system, max_tokens=self.max_tokens)  # candidate as A
-        return first, second
+    def round(self, pairs: Sequence[PairToJudge]) -> JudgeRound:
+        """The judge loop for `pairs` with this judge's model and settings."""
+        return JudgeRound(pairs, self.model, reference_guided=self.reference_guided, max_tokens=self.max_tokens)
 
     def worst_case(self, pairs: Sequence[PairToJudge], answer_tokens: int) -> Decimal:
         """Most that judging `pairs` can cost before the candidate's answers exist (`candidate_output` may be
         empty): both orders, each with `answer_tokens` more input for the answer and the full max_tokens out."""
         return sum((estimate_cost(p, batch=not self.caller.sync, table=self.caller.table,
                                   extra_input_tokens=answer_tokens)
-                    for pair in pairs for p in self._params(pair)), Decimal(0))
+                    for pair in pairs
+                    for p in judge_requests(pair, self.model, reference_guided=self.reference_guided,
+                                            max_tokens=self.max_tokens)), Decimal(0))
 
     def calls(self, pairs: Sequence[PairToJudge]) -> list[Call]:
         """The first-round judge calls for `pairs` (for budget estimates); identical answers need none."""
-        return [Call("judge", p) for pair in pairs if not same_answer(pair.baseline_output, pair.candidate_output)
-                for p in self._params(pair)]
+        return [Call("judge", p) for p in self.round(pairs).pending]
 
     def judge(self, pairs: Sequence[PairToJudge]) -> list[Judgment]:
-        """Judge every pair in both orders; malformed verdicts are asked once more (one extra wave)."""
-        asked = [n for n, pair in enumerate(pairs) if not same_answer(pair.baseline_output, pair.candidate_output)]
-        flat = [p for n in asked for p in self._params(pairs[n])]
-        results = self.caller.run([Call("judge", p) for p in flat]) if flat else []
-        retry_idx = [i for i, r in enumerate(results) if parse_verdict(r.text) is None]
-        retried: dict[int, Any] = {}
-        if retry_idx:
-            again = self.caller.run([Call("judge", _retry_params(flat[i], results[i].text)) for i in retry_idx])
-            retried = dict(zip(retry_idx, again))
-        slot = {n: k for k, n in enumerate(asked)}
-        out = []
-        for n, pair in enumerate(pairs):
-            if n not in slot:
-                tie = [OrderVerdict(position, "tie", 0.5, IDENTICAL_TEXT, "", identical=True) for position in "BA"]
-                out.append(Judgment(pair.item_id, (tie[0], tie[1]), len(pair.baseline_output),
-                                    len(pair.candidate_output), pair.stratum))
-                continue
-            orders = []
-            for k, position in ((0, "B"), (1, "A")):
-                i = 2 * slot[n] + k
-                result = retried.get(i, results[i])
-                verdict = parse_verdict(result.text)
-                malformed = verdict is None
-                verdict = verdict or "tie"
-                orders.append(OrderVerdict(position, verdict, candidate_score(verdict, position), result.text,
-                                           result.key, retried=i in retried, malformed=malformed))
-            out.append(Judgment(pair.item_id, (orders[0], orders[1]), len(pair.baseline_output),
-                                len(pair.candidate_output), pair.stratum))
-        return out
+        """Judge every pair in both orders; replies without a verdict are asked once more (one extra wave)."""
+        judging = self.round(pairs)
+        while judging.pending:
+            judging.take(self._send(judging.pending))
+        return judging.judgments()
+
+    def _send(self, params: Sequence[dict[str, Any]]) -> list[Reply]:
+        """Reply texts for one wave; None for a call that failed after the Caller's own retries."""
+        calls = [Call("judge", p) for p in params]
+        try:
+            return [result.text for result in self.caller.run(calls)]
+        except (BudgetExhausted, InputError):
+            raise
+        except CALL_ERRORS:
+            if len(calls) == 1:
+                return [None]
+        # one failed call must not fail the wave: each alone (those already answered come from the run's cache)
+        return [self._send([p])[0] for p in params]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -330,14 +439,19 @@ class Diagnostics:
     """Candidate characters / baseline characters, summed over prompts."""
     length_controlled: float | None = None
     swap_inconsistency: float | None = None
-    """Share of judged prompts whose two orders disagree (prompts with identical answers left out)."""
+    """Share of judged prompts whose two orders disagree (prompts with identical answers or a judge failure left
+    out: a failure is not a position effect)."""
     tie_rate: float | None = None
-    """Share of the judge's single-order verdicts that were ties (prompts with identical answers left out)."""
+    """Share of the judge's single-order verdicts that were ties (prompts with identical answers or a judge
+    failure left out)."""
     malformed: int = 0
+    """Orders where the judge replied without a verdict, even when asked again (part of `judge_failures`)."""
     identical: int = 0
     """Prompts where both answers were the same text: ties without a judge call."""
     strata: tuple[StratumRow, ...] = ()
     warnings: tuple[str, ...] = ()
+    judge_failures: int = 0
+    """Orders with no verdict even when asked again, or whose judge call failed: each scored 0 (a loss)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -382,21 +496,23 @@ def diagnose(judgments: Sequence[Judgment]) -> Diagnostics:
     lc = length_controlled(scores, base, cand)
     ratio = sum(cand) / max(1, sum(base))
     judged = [j for j in judgments if not any(o.identical for o in j.orders)]
-    verdicts = [o.verdict for j in judged for o in j.orders]
-    malformed = sum(o.malformed for j in judgments for o in j.orders)
+    clean = [j for j in judged if not any(o.failed for o in j.orders)]
+    verdicts = [o.verdict for j in clean for o in j.orders]
+    failures = sum(o.failed for j in judgments for o in j.orders)
     warnings = _length_warning(ratio)
     if math.isfinite(lc) and abs(lc - raw) > LC_WARN_POINTS:
         warnings.append(f"the length-controlled estimate {lc:.3f} differs from the raw {raw:.3f} by more than "
                         f"{LC_WARN_POINTS * 100:.0f} points: answer length is swaying the judge")
-    if malformed:
-        warnings.append(f"{malformed} judge replies had no verdict even when asked again; counted as ties")
+    if failures:
+        warnings.append(f"{failures} judge verdicts were missing (no verdict even when asked again, or the call "
+                        "failed); each was counted as a loss for the candidate")
     return Diagnostics(
         n=len(judgments), raw=raw, wins=_wtl(scores)[0], ties=_wtl(scores)[1], losses=_wtl(scores)[2],
         length_ratio=ratio, length_controlled=lc,
-        swap_inconsistency=sum(j.inconsistent for j in judged) / len(judged) if judged else None,
-        tie_rate=verdicts.count("tie") / len(verdicts) if verdicts else None, malformed=malformed,
-        identical=len(judgments) - len(judged),
-        strata=_strata([(j.stratum, j.score) for j in judgments]), warnings=tuple(warnings),
+        swap_inconsistency=sum(j.inconsistent for j in clean) / len(clean) if clean else None,
+        tie_rate=verdicts.count("tie") / len(verdicts) if verdicts else None,
+        malformed=sum(o.malformed for j in judgments for o in j.orders), identical=len(judgments) - len(judged),
+        strata=_strata([(j.stratum, j.score) for j in judgments]), warnings=tuple(warnings), judge_failures=failures,
     )
 
 
@@ -416,15 +532,20 @@ def diagnose_scores(unit_scores: Sequence[float], strata: Sequence[str], baselin
 __all__ = [
     "Diagnostics",
     "Judge",
+    "JudgeRound",
     "Judgment",
     "OrderVerdict",
     "PairToJudge",
+    "Reply",
     "StratumRow",
     "candidate_score",
     "check_judge_model",
     "diagnose",
     "diagnose_scores",
     "judge_params",
+    "judge_requests",
     "length_controlled",
+    "order_score",
+    "retry_params",
     "same_answer",
 ]

@@ -86,9 +86,7 @@ def question_text(request: Mapping[str, Any]) -> str:
     Only text (and tool calls/results, as JSON) is shown; images and documents are named, not inlined.
     """
     out: list[str] = []
-    system = request.get("system")
-    if isinstance(system, list):
-        system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, Mapping))
+    system = system_text(request)
     if system:
         out.append(f"[System]\n{system}")
     for message in request.get("messages") or []:
@@ -100,6 +98,14 @@ def question_text(request: Mapping[str, Any]) -> str:
             text = "\n".join(_block_text(b) for b in content or [] if isinstance(b, Mapping))
         out.append(f"[{role}]\n{text}")
     return "\n\n".join(out)
+
+
+def system_text(request: Mapping[str, Any]) -> str:
+    """The request's system prompt as one string (its text blocks joined by blank lines; "" when absent)."""
+    system = request.get("system")
+    if isinstance(system, list):
+        return "\n\n".join(str(b.get("text", "")) for b in system if isinstance(b, Mapping))
+    return str(system or "")
 
 
 def _block_text(block: Mapping[str, Any]) -> str:

@@ -550,7 +550,8 @@ def propose_prompt_for_baseline(instruction: str, failures: Sequence[Failure], *
     return PROPOSER_SYSTEM, [{"role": "user", "content": "\n".join(parts)}]
 
 
-_TAGGED = re.compile(r"<instruction>(.*?)</instruction>", re.DOTALL | re.IGNORECASE)
+_TAGGED = re.compile(r"<instruction>((?:(?!<instruction>).)*?)</instruction>", re.DOTALL | re.IGNORECASE)
+"""The innermost block: prose that mentions the tag before the first real block is not part of it."""
 _NUMBERED = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
 
 

@@ -6,20 +6,16 @@ data that chose the prompt never serves as evidence for it (the winner's curse o
 as the margin itself). Several candidates are tested at once at α/M each (Bonferroni), so the chance that any
 wrong switch is declared stays ≤ α.
 
-Scores per prompt (`scoring`):
-- ``paired-gold`` (tasks with gold labels, numbers or JSON): D = s(candidate, gold) − s(baseline, gold) with a
-  scorer in code (label match, numeric match, JSON field-F1), X = (D + 1)/2;
-- ``agreement`` (labels or JSON, no gold): X = s(candidate, baseline's output), H0: p ≤ 1 − δ;
-- ``judge`` (free text): the pairwise judge, both orders, X ∈ {0, ¼, ½, ¾, 1};
-- ``auto`` picks paired-gold where every prompt has a gold answer of a checkable kind, agreement for labels or
-  JSON without gold, the judge otherwise.
+How each prompt is scored (paired gold, agreement or the judge) is parity/proof/scoring.py's. The test has no
+finite-pool correction: a route serves future traffic, so the claim is about the population the test prompts are
+a random sample of, never only about those prompts.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,6 +27,7 @@ from typing import Any
 
 from parity import catalog, pricing
 from parity.errors import InputError, ParityError
+from parity.fingerprint import fingerprint, system_text
 from parity.policy import CertificateRef, Contract, Match, TaskPolicy, TunedPrompt, apply_prompt, upsert_task
 from parity.proof import certificate as certs
 from parity.proof import optimize as opt
@@ -41,16 +38,17 @@ from parity.proof.data import (
     Splits,
     TaskData,
     gold_text,
-    infer_kind,
+    load_emulator_family,
     infer_schema,
-    label_set,
+    all_for_test,
     split,
 )
 from parity.proof.judge import Diagnostics, Judge, Judgment, PairToJudge, check_judge_model, diagnose, diagnose_scores
-from parity.proof.scorers import exact_match, field_f1, label_match, numeric_match, parse_json
+from parity.proof.scoring import SCORINGS, Scoring, choose_scoring
 from parity.proof.sequential import SequentialTest
+from parity.proof.signing import load_signing_key
+from parity.tokens import TokenCounter
 
-SCORINGS = ("auto", "paired-gold", "agreement", "judge")
 FIRST_CHUNK = 10
 PROPOSE_MAX_TOKENS = 2048
 
@@ -86,8 +84,13 @@ class ProveConfig:
         data["budget_usd"] = None if self.budget_usd is None else str(self.budget_usd)
         return data
 
+    def identity(self) -> dict[str, Any]:
+        """The settings that make a run what it is. The budget is not one: rerunning with a larger budget on the
+        same run directory goes on from where the money ran out, paying for nothing twice."""
+        return {k: v for k, v in self.to_dict().items() if k != "budget_usd"}
+
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -136,89 +139,11 @@ class ProveOutcome:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Scoring per item
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scoring:
-    """How prompts are scored in this run: the mode, the kind of answer, and the label set for label tasks."""
-
-    mode: str  # paired-gold | agreement | judge
-    kind: str  # label | number | json | text
-    labels: tuple[str, ...] = ()
-
-    @property
-    def test_mode(self) -> str:
-        return {"paired-gold": "paired-gold", "agreement": "agreement", "judge": "score"}[self.mode]
-
-    def score(self, output: str, reference: Any) -> float:
-        """s(output, reference) in [0, 1] with the scorer for this kind (reference: gold or baseline output)."""
-        key = json.dumps(reference, sort_keys=True, ensure_ascii=False, default=str)
-        return _cached_score(self.kind, self.labels, output, key)
-
-    def _score(self, output: str, reference: Any) -> float:
-        if self.kind == "label":
-            return label_match(output, str(reference), labels=self.labels or None).score
-        if self.kind == "number":
-            return numeric_match(output, reference if isinstance(reference, (int, float)) else str(reference)).score
-        if self.kind == "json":
-            ref = reference
-            if isinstance(ref, str):
-                ref, error = parse_json(ref)
-                if error:
-                    return exact_match(output, str(reference)).score
-            return field_f1(output, ref).score
-        return exact_match(output, str(reference)).score
-
-    def observe(self, item: ProofItem, candidate_output: str) -> tuple[float, dict[str, Any]]:
-        """(X on the test mode's scale, details) for a scorer-based mode."""
-        if self.mode == "paired-gold":
-            s_c = self.score(candidate_output, item.gold)
-            s_b = self.score(item.baseline_output or "", item.gold)
-            return s_c - s_b, {"candidate_score": s_c, "baseline_score": s_b, "gold": item.gold}
-        s = self.score(candidate_output, item.baseline_output or "")
-        return s, {"agreement": s}
-
-    def unit(self, x: float) -> float:
-        return (x + 1.0) / 2.0 if self.mode == "paired-gold" else x
-
-
-@functools.lru_cache(maxsize=65536)
-def _cached_score(kind: str, labels: tuple[str, ...], output: str, reference_json: str) -> float:
-    """Scores are pure functions of their inputs; the optimiser re-scores many identical answers."""
-    return Scoring("paired-gold", kind, labels)._score(output, json.loads(reference_json))
-
-
-def choose_scoring(requested: str, items: Sequence[ProofItem]) -> Scoring:
-    """The scoring for `requested` (auto picks, see the module docstring); an InputError when it cannot work."""
-    if requested not in SCORINGS:
-        raise InputError(f"unknown scoring {requested!r}; use one of {', '.join(SCORINGS)}", field="scoring")
-    kind = infer_kind(items)
-    has_gold = all(i.gold is not None for i in items)
-    labels = tuple(label_set(items)) if kind == "label" else ()
-    if requested == "auto":
-        if has_gold and kind in ("label", "number", "json"):
-            requested = "paired-gold"
-        elif kind in ("label", "json"):
-            requested = "agreement"
-        else:
-            requested = "judge"
-    if requested == "paired-gold" and not has_gold:
-        missing = sum(i.gold is None for i in items)
-        raise InputError(f"paired-gold scoring needs a gold answer on every prompt; {missing} have none. Use "
-                         "--scoring judge or agreement", field="scoring")
-    return Scoring(requested, kind, labels)
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------
 
 
 def _common_system(items: Sequence[ProofItem]) -> str | None:
-    from parity.audit.families import system_text
-
     texts = Counter(system_text(i.request) for i in items)
     text, count = texts.most_common(1)[0]
     return text if count == len(items) and text else None
@@ -378,8 +303,9 @@ class _Run:
         order = [i.id for i in items]
         n_max = min(self.config.n_max, len(items))
         seq = SequentialTest(mode=scoring.test_mode, margin=self.config.margin, alpha=self.config.alpha,  # type: ignore[arg-type]
-                             n_max=n_max, method=self.config.method, pool_size=len(items),  # type: ignore[arg-type]
-                             candidates=n_candidates)
+                             n_max=n_max, method=self.config.method, candidates=n_candidates)  # type: ignore[arg-type]
+        # no finite-pool correction: a route serves future traffic, of which the test split is a sample, so the
+        # test is about the mean of the distribution the prompts come from, not about these prompts alone
         observations: list[dict[str, Any]] = []
         judgments: list[Judgment] = []
         start, size, budget_stop = 0, FIRST_CHUNK, False
@@ -441,16 +367,19 @@ def fill_baseline_outputs(caller: Caller, baseline_model: str, items: Sequence[P
 def _run_dir_manifest(run_dir: Path, config: ProveConfig, data: TaskData) -> dict[str, Any]:
     """The run's identity: created once, checked on resume so a run directory is never mixed with other settings."""
     path = run_dir / "run.json"
-    identity = {"config": config.to_dict(), "data_source": data.source,
+    identity = {"config": config.identity(), "data_source": data.source,
                 "data_digest": hashlib.sha256("\n".join(request_key(i.request) for i in data.items).encode()).hexdigest()}
     if path.exists():
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if {k: stored.get(k) for k in identity} != identity:
+        stored_identity = {**{k: stored.get(k) for k in identity},
+                           "config": {k: v for k, v in (stored.get("config") or {}).items() if k != "budget_usd"}}
+        if stored_identity != identity:
             raise InputError("this run directory holds a run with other settings or other data; resume it with the "
                              "same command, or pass a new --run-dir", file=str(path))
-        return stored
+        return {**stored, "config": config.to_dict()}  # the budget may change between runs
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {**identity, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    manifest = {**identity, "config": config.to_dict(),
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     return manifest
 
@@ -467,12 +396,20 @@ def prove(
     html_path: str | Path | None = None,
     sleep: Callable[[float], None] | None = None,
     table: pricing.PriceTable | None = None,
+    exact_token_counts: bool = False,
+    simulated: bool = False,
 ) -> ProveOutcome:
     """Run a whole proof for one task and write its certificate (and policy entry when a candidate switches).
 
     `client` is an `anthropic.Anthropic` (the emulator's `client()` in tests). Re-running with the same
-    `run_dir` resumes: every call already paid for is read back, nothing is sent twice.
+    `run_dir` resumes: every call already paid for is read back, nothing is sent twice. With
+    `exact_token_counts` the budget's estimates count input tokens with the API's own counter (count_tokens,
+    cached in the run directory) instead of the offline approximation. `simulated` says the calls go to the
+    emulator: the certificate is then labelled simulated (as it is whenever the prompts were generated). A
+    signing key (PARITY_SIGNING_KEY_FILE or PARITY_SIGNING_KEY) is read before anything is spent, and signs the
+    certificate.
     """
+    signing_key = load_signing_key()
     if not config.candidate_models:
         raise InputError("name at least one --candidate model", field="candidate")
     for model in (config.baseline_model, *config.candidate_models):
@@ -484,6 +421,8 @@ def prove(
     run_dir = Path(run_dir)
     manifest = _run_dir_manifest(run_dir, config, data)
     caller_kwargs: dict[str, Any] = {"sync": config.sync, "budget_usd": config.budget_usd, "table": table}
+    if exact_token_counts:
+        caller_kwargs["counter"] = TokenCounter(client, cache_path=run_dir / "token-counts.sqlite")
     if sleep is not None:
         caller_kwargs["sleep"] = sleep
     if progress is not None:
@@ -507,7 +446,10 @@ def prove(
         items = run.baseline_outputs(data.items)
     except BudgetExhausted as exc:
         items, budget_note = list(data.items), str(exc)
-    splits = split(items, by=config.split_by, fractions=config.fractions, seed=config.seed)  # type: ignore[arg-type]
+    if config.optimize:
+        splits = split(items, by=config.split_by, fractions=config.fractions, seed=config.seed)  # type: ignore[arg-type]
+    else:
+        splits = all_for_test(items, seed=config.seed)
     run.tell("data", f"splits by {splits.by}: train {len(splits.train)}, validation {len(splits.validation)}, "
                      f"test {len(splits.test)} (sealed)")
     base_prompt = TunedPrompt(system=_common_system(items))
@@ -524,6 +466,7 @@ def prove(
         judge_model=judge_model, outcomes=outcomes, chosen=chosen, spend=caller.spend,
         baseline_cost=_mean(baseline_costs), monthly_requests=_monthly_requests(config, items),
         contract=_contract(scoring, items), proof_at_standard_prices=standard_price_of_calls(run_dir, table),
+        simulated=simulated, calls=caller.results, table=table, signing_key=signing_key,
     )
     cert_path = certs.write_json(cert, run_dir / "certificate.json")
     out_html = None
@@ -531,7 +474,7 @@ def prove(
         out_html = certs.write_html(cert, html_path)
     entry = None
     if chosen is not None:
-        entry = _policy_entry(config, chosen, cert, cert_path, scoring, items)
+        entry = _policy_entry(config, chosen, cert, cert_path, scoring, items, policy_path)
         if policy_path is not None:
             upsert_task(policy_path, entry)
             run.tell("policy", f"routed {config.task} to {chosen.model} in {policy_path}")
@@ -600,16 +543,19 @@ def _contract(scoring: Scoring, items: Sequence[ProofItem]) -> Contract:
 
 
 def _policy_entry(config: ProveConfig, chosen: CandidateOutcome, cert: dict[str, Any], cert_path: Path,
-                  scoring: Scoring, items: Sequence[ProofItem]) -> TaskPolicy:
-    from parity.audit.families import fingerprint
-
+                  scoring: Scoring, items: Sequence[ProofItem], policy_path: str | Path | None) -> TaskPolicy:
+    """The route entry; its certificate path is relative to the policy file's folder (where the gateway reads it
+    from), so the policy and its certificates can move together."""
+    where = Path(cert_path).resolve()
+    if policy_path is not None:
+        where = Path(os.path.relpath(where, Path(policy_path).resolve().parent))
     prints = Counter(fingerprint(i.request) for i in items)
     return TaskPolicy(
         task=config.task, mode="route", baseline_model=config.baseline_model, candidate_model=chosen.model,
         prompt=chosen.prompt, contract=_contract(scoring, items),
         match=Match(header=config.task, metadata_key="task", fingerprint=prints.most_common(1)[0][0]),
         margin=config.margin, alpha=config.alpha,
-        certificate=CertificateRef(id=cert["id"], path=str(cert_path), verdict="switch"),
+        certificate=CertificateRef(id=cert["id"], path=str(where), verdict="switch"),
     )
 
 
@@ -644,6 +590,9 @@ class TaskProof:
     proof_cost_sync_usd: Decimal | None
     cost_per_request_before: Decimal | None
     cost_per_request_after: Decimal | None
+    """The candidate's own answer with its tuned prompt (what the test measured)."""
+    net_cost_per_request_after: Decimal | None
+    """What routing really costs per request: the answer, the fallbacks the test saw, the drift watch's share."""
     projected_monthly_saving: Decimal | None
     policy_entry: TaskPolicy | None
     certificate_id: str
@@ -659,8 +608,6 @@ def _dec_or_none(value: Any) -> Decimal | None:
 
 def standard_price_of_calls(run_dir: str | Path, table: pricing.PriceTable | None = None) -> Decimal:
     """What the calls of a run cost at standard (non-batch) prices: the price of `--sync` for the same work."""
-    from parity.proof.calls import CallResult
-
     total = Decimal(0)
     log = Path(run_dir) / "calls.jsonl"
     seen: set[str] = set()
@@ -685,8 +632,8 @@ def prove_task(
     data: TaskData | None = None,
     baseline: str = "claude-opus-4-8",
     candidates: Sequence[str] = ("claude-haiku-4-5",),
-    n: int = 160,
-    n_max: int = 80,
+    n: int = 300,
+    n_max: int = 150,
     margin: float = 0.1,
     alpha: float = 0.05,
     seed: int = 0,
@@ -706,16 +653,16 @@ def prove_task(
     by `parity.workloads` (`n` of them). Calls go to `client`, else to `emulator.client()`, else to a fresh
     in-process emulator (batches finish at once, polling does not sleep). `progress` is a callback taking an
     `Event`, or a `rich.progress.Progress`, which gets one row for this task. The defaults are sized for a demo:
-    160 generated prompts, at most 80 test prompts, δ = 0.10 and 8 prompt candidates take about a second or
-    two per task on the emulator.
+    300 generated prompts (150 of them sealed for the test), at most 150 test prompts, δ = 0.10 and 8 prompt
+    candidates take two to four seconds per task on the emulator. Smaller tasks often end inconclusive: the
+    test is about future traffic, so a few dozen prompts rarely rule out a loss of δ.
     """
     if (family is None) == (data is None):
         raise InputError("give prove_task either family= (generated prompts) or data= (the team's prompts)")
     if data is None:
-        from parity.proof.data import load_emulator_family
-
         data = load_emulator_family(str(family), n, seed=seed, baseline_model=baseline, task=task)
     sleep = None
+    simulated = client is None or data.simulated
     if client is None:
         if emulator is None:
             from parity.emulator.service import Emulator
@@ -729,7 +676,7 @@ def prove_task(
                          alpha=alpha, n_max=n_max, budget_usd=budget_usd, sync=sync, seed=seed,
                          max_prompt_candidates=max_prompt_candidates, monthly_requests=monthly_requests)
     outcome = prove(config, data, client, run_dir=run_dir, progress=_progress_fn(progress, task),
-                    policy_path=policy_path, html_path=html_path, sleep=sleep, table=table)
+                    policy_path=policy_path, html_path=html_path, sleep=sleep, table=table, simulated=simulated)
     cert = outcome.certificate
     chosen = outcome.chosen
     shown = chosen or (outcome.candidates[0] if outcome.candidates else None)
@@ -742,6 +689,7 @@ def prove_task(
         proof_cost_usd=outcome.spent, proof_cost_sync_usd=_dec_or_none(cost["proof_at_standard_prices"]),
         cost_per_request_before=_dec_or_none(cost["baseline_per_request"]),
         cost_per_request_after=_dec_or_none(shown.cost_per_request if shown else None),
+        net_cost_per_request_after=_dec_or_none(cost.get("net_candidate_per_request")),
         projected_monthly_saving=_dec_or_none(cost["projected_monthly_saving"]),
         policy_entry=outcome.policy_entry, certificate_id=cert["id"], certificate_path=outcome.certificate_path,
         html_path=outcome.html_path, simulated=bool(cert.get("simulated")), outcome=outcome,

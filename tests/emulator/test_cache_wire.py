@@ -6,7 +6,7 @@ import anthropic
 import pytest
 
 from parity import catalog
-from parity.emulator import tokenizer
+from parity import tokenizer
 from parity.emulator.service import RequestContext
 
 from .conftest import USER

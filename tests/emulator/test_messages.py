@@ -9,7 +9,7 @@ import anthropic
 import jsonschema
 import pytest
 
-from parity.emulator import tokenizer
+from parity import tokenizer
 from parity.emulator.brains.base import BrainReply
 from parity.emulator.service import Emulator, RequestContext
 

@@ -5,10 +5,16 @@ official SDK pointed at the gateway by base_url, exactly as a user would.
 baseline (claude-opus-4-8) answers well. `UpstreamShim` wraps the emulator's ASGI app to (a) scope an
 `x-emulator-fault` to one model with `x-emulator-fault-model: <model>` (the addition proposed to the emulator's
 owner; until it lands, the shim does it), and (b) answer the next N requests with a scripted status (retry tests).
+
+Every route stands on a certificate, so a test's route entry gets a genuine one: `Certificates` runs the real
+prover (`prove_task`) on the emulator once per task for the whole session, and `certified(entry)` turns a
+hand-made route entry into the same entry backed by it (the certificate's candidate, tuned prompt and reference).
+`policy("route")` does this by itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +34,7 @@ from parity.gateway.config import GatewayConfig
 from parity.gateway.retry import RetryPolicy
 from parity.ledger.reader import read_ledger
 from parity.policy import Contract, Match, Policy, TaskPolicy, TunedPrompt
+from parity.proof.runner import TaskProof, prove_task
 
 BASELINE = "claude-opus-4-8"
 CANDIDATE = "claude-haiku-4-5"
@@ -121,6 +128,64 @@ class UpstreamShim:
         return [m for m, _ in self.seen]
 
 
+class Certificates:
+    """Genuine switch certificates from the real prover on the emulator (`prove_task`, simulated models), made on
+    first use and kept for the session: `proof(task, which)` is the which-th distinct one for `task`."""
+
+    FAMILY = "ticket_triage"
+    SEEDS = range(12)
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._proofs: dict[str, list[TaskProof]] = {}
+        self._seed: dict[str, int] = {}
+
+    def proof(self, task: str, which: int = 0) -> TaskProof:
+        found = self._proofs.setdefault(task, [])
+        while len(found) <= which:
+            seed = self._seed.get(task, self.SEEDS.start)
+            if seed >= self.SEEDS.stop:
+                raise AssertionError(f"no switch verdict for task {task!r} in seeds {self.SEEDS}: the prover or the "
+                                     "simulated models changed; widen SEEDS or change n/n_max in Certificates.proof")
+            self._seed[task] = seed + 1
+            proof = prove_task(task, family=self.FAMILY, seed=seed, n=240, n_max=160, baseline=BASELINE,
+                               candidates=(CANDIDATE,), run_dir=self.root / f"{task}-{seed}")
+            if proof.verdict == "switch":
+                found.append(proof)
+        return found[which]
+
+    def backed(self, entry: TaskPolicy, which: int = 0) -> TaskPolicy:
+        """`entry` routed on a genuine certificate for its task: its candidate, tuned prompt and reference."""
+        genuine = self.proof(entry.task, which).policy_entry
+        assert genuine is not None and genuine.baseline_model == entry.baseline_model
+        return dataclasses.replace(entry, candidate_model=genuine.candidate_model, prompt=genuine.prompt,
+                                   certificate=genuine.certificate)
+
+
+_certificates: Certificates | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def certificates(tmp_path_factory) -> Certificates:
+    """The session's `Certificates` (nothing is proved until a test asks for a certificate)."""
+    global _certificates
+    _certificates = Certificates(tmp_path_factory.mktemp("certificates"))
+    return _certificates
+
+
+@pytest.fixture(autouse=True)
+def _no_signing_key_from_the_environment(monkeypatch) -> None:
+    """A signing key in the developer's environment would make every gateway refuse unsigned certificates."""
+    for name in ("PARITY_SIGNING_KEY_FILE", "PARITY_SIGNING_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def certified(entry: TaskPolicy, which: int = 0) -> TaskPolicy:
+    """A test's hand-made route entry, backed by a genuine certificate for its task (see `Certificates`)."""
+    assert _certificates is not None, "the session fixture `certificates` has not run"
+    return _certificates.backed(entry, which)
+
+
 def policy(mode: str = "route", **contract: Any) -> Policy:
     task = TaskPolicy(
         task="triage",
@@ -132,7 +197,7 @@ def policy(mode: str = "route", **contract: Any) -> Policy:
         match=Match(header="triage"),
         shadow_rate=1.0 if mode == "shadow" else 0.0,
     )
-    return Policy({"triage": task})
+    return Policy({"triage": certified(task) if mode == "route" else task})
 
 
 class Harness:

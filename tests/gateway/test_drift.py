@@ -14,6 +14,8 @@ from parity.emulator.service import Emulator
 from parity.gateway.shadow import DriftMonitor, Sampler
 from parity.policy import Demo, TaskPolicy, TunedPrompt, apply_prompt
 
+from .conftest import certified
+
 BASELINE = "claude-opus-4-8"
 CANDIDATE = "claude-haiku-4-5"
 FAMILY = "ticket_triage"
@@ -81,7 +83,11 @@ async def test_observe_only_enqueues():
     assert elapsed < 1.0  # generous: observe() does no I/O at all (timing is measured in bench/, not asserted)
     await monitor.drain(timeout=30)
     assert monitor.judged == 1 and monitor.status()["pending"] == 0
-    assert len(world.emulator._history) == calls_before + 3  # baseline + the judge in both orders
+    # the baseline, then the judge in both orders, unless the two answers are the same text: that is a tie
+    # without a judge call (the proof's rule, now shared: here both models give the same label)
+    baseline = world.emulator.create_message({k: v for k, v in request.items() if k != "stream"})
+    same = baseline["content"][0]["text"].strip() == answer["content"][0]["text"].strip()
+    assert len(world.emulator._history) == calls_before + 1 + (0 if same else 2) + 1  # + the call just above
     await monitor.aclose()
 
 
@@ -167,6 +173,15 @@ def test_settings_are_checked():
         DriftMonitor(make_policy(), object())
 
 
+def test_the_watch_tests_the_population_mean_without_a_pool_correction():
+    # shadowed requests are a sample of an unbounded stream of future traffic: the claim is about that
+    # population's mean, so no segment's e-process may apply the finite-pool (without-replacement) correction
+    monitor = DriftMonitor(make_policy(), World(seed=6).client, sampler_seed=0, via="sync")
+    assert monitor._segment.test.params.pool_size is None
+    monitor.reset()  # and a fresh segment after a new proof likewise
+    assert monitor._segment.test.params.pool_size is None
+
+
 async def _no_sleep(seconds: float) -> None:
     return None
 
@@ -181,7 +196,7 @@ def test_the_gateway_rolls_a_degraded_task_back_by_itself_end_to_end():
     brain = SimulatedBrain(seed=seed)
     emulator = Emulator(brain=brain, seed=seed)
     requests = [{**item.request, "model": BASELINE} for item in workloads.dataset(FAMILY, 300, seed=seed + 50)]
-    with LocalGateway(emulator, policy=Policy({"triage": make_policy()}), shadow_seed=seed,
+    with LocalGateway(emulator, policy=Policy({"triage": certified(make_policy())}), shadow_seed=seed,
                       drift_options={"via": "sync", "batch_size": 1}) as gateway:
         client = gateway.client(max_retries=0)
         served, degraded_at = [], 20

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parity.audit.families import fingerprint
+from parity.fingerprint import fingerprint
 from parity.policy import Contract, Match, TaskPolicy
 
-from .conftest import BASELINE, CANDIDATE, USER, Harness, policy
+from .conftest import BASELINE, CANDIDATE, USER, Harness, certified, policy
 
 MAX_BODY = 64 * 1024
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -52,11 +52,11 @@ def bugs():
 def _routed_policy():
     routed = policy("route")
     system = "You sort bug reports. Today is 2026-11-24."
-    routed.tasks["labels"] = TaskPolicy(
+    routed.tasks["labels"] = certified(TaskPolicy(
         task="labels", mode="route", baseline_model=BASELINE, candidate_model=CANDIDATE,
         contract=Contract(labels=["bug", "feature"]),
         match=Match(fingerprint=fingerprint({"system": system, "messages": USER})),
-    )
+    ))
     return routed
 
 

@@ -15,10 +15,9 @@ import pytest
 from parity import pricing
 from parity.gateway import otel
 from parity.gateway.keys import KeyStore
-from parity.policy import CertificateRef
 from parity.readers.otel import read_otlp
 
-from .conftest import BASELINE, CANDIDATE, GOOD_BASELINE, TASK, USER, policy
+from .conftest import BASELINE, CANDIDATE, GOOD_BASELINE, TASK, USER, certified, policy
 
 PARAMS = dict(model=BASELINE, max_tokens=200, messages=USER)
 DEFER = {"max_wait_s": 0.0, "poll_interval_s": 0.0}
@@ -128,10 +127,11 @@ def test_drift_status_is_behind_the_keys(make, tmp_path):
 # ---- drift state across restarts -----------------------------------------------------------------------------------
 
 
-def _drifting_policy(certificate: str):
+def _drifting_policy(which: int):
+    """The triage route on the which-th genuine certificate for it (a new proof is a new certificate)."""
     routed = policy("route")
+    routed.tasks["triage"] = certified(routed.tasks["triage"], which)
     routed.tasks["triage"].shadow_rate = 0.02
-    routed.tasks["triage"].certificate = CertificateRef(id=certificate)
     return routed
 
 
@@ -141,7 +141,7 @@ def test_a_rollback_survives_a_restart_and_a_new_certificate_clears_it(make, tmp
     saved = {"task": "triage", "rolled_back_at": "2026-11-24T09:00:00Z", "reason": "drift: futility e-process fired",
              "evidence": {}}
     (state / "drift-triage.json").write_text(json.dumps(saved))  # what DriftMonitor wrote before the restart
-    harness = make(policy=_drifting_policy("cert-1"), state_dir=str(state), drift_options={"via": "sync"})
+    harness = make(policy=_drifting_policy(0), state_dir=str(state), drift_options={"via": "sync"})
     with harness.sdk() as sdk:
         raw = sdk.messages.with_raw_response.create(**PARAMS, extra_headers=TASK)
         assert raw.parse().model == BASELINE and raw.http_response.headers["x-parity-reason"] == "rolled_back"
@@ -150,9 +150,9 @@ def test_a_rollback_survives_a_restart_and_a_new_certificate_clears_it(make, tmp
             drift = http.get("/v1/parity/drift").json()["tasks"]["triage"]
         assert 'parity_gateway_task_rolled_back{task="triage"} 1.0' in metrics
         assert drift["state"] == "rolled_back" and drift["rollback"]["reason"] == saved["reason"]
-        harness.gateway.tasks._use(_drifting_policy("cert-1"))  # the same policy re-read: the rollback stands
+        harness.gateway.tasks._use(_drifting_policy(0))  # the same policy re-read: the rollback stands
         assert sdk.messages.create(**PARAMS, extra_headers=TASK).model == BASELINE
-        harness.gateway.tasks._use(_drifting_policy("cert-2"))  # `parity prove` wrote a new certificate
+        harness.gateway.tasks._use(_drifting_policy(1))  # `parity prove` wrote a new certificate
         assert sdk.messages.create(**PARAMS, extra_headers=TASK).model == CANDIDATE
     assert not (state / "drift-triage.json").exists()
     with harness.http() as http:

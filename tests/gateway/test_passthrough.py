@@ -17,7 +17,7 @@ from parity.gateway.config import GatewayConfig
 from parity.gateway.upstream import Upstream
 from parity.policy import Contract, Match, Policy, TaskPolicy
 
-from .conftest import BASELINE, GOOD_BASELINE, TASK, UPSTREAM_KEY, USER, policy, text
+from .conftest import BASELINE, GOOD_BASELINE, TASK, UPSTREAM_KEY, USER, certified, policy, text
 
 PARAMS = dict(model=BASELINE, max_tokens=200, messages=USER)
 TOOL = {"name": "get_weather", "description": "Weather for a city", "input_schema": {
@@ -222,11 +222,11 @@ def test_task_identification_by_metadata(make):
 
 
 def test_task_identification_by_fingerprint(make):
-    from parity.audit.families import fingerprint
+    from parity.fingerprint import fingerprint
 
     system = "You label support tickets. Today is 2026-11-24."
-    task = TaskPolicy(task="labels", mode="route", baseline_model=BASELINE, candidate_model="claude-haiku-4-5",
-                      contract=Contract(), match=Match(fingerprint=fingerprint({"system": system, "messages": USER})))
+    task = certified(TaskPolicy(task="labels", mode="route", baseline_model=BASELINE, candidate_model="claude-haiku-4-5",
+                                contract=Contract(), match=Match(fingerprint=fingerprint({"system": system, "messages": USER}))))
     harness = make(policy=Policy({"labels": task}))
     with harness.sdk() as sdk:
         routed = sdk.messages.create(**PARAMS, system="You label support tickets. Today is 2026-12-01.")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from parity.gateway.contract import check
+from parity.contract import check
 from parity.gateway.retry import CircuitBreaker, RetryPolicy, retry_after
 from parity.gateway.routing import TaskRouter, same_model
 from parity.policy import Contract, Match, Policy, TaskPolicy
@@ -56,7 +56,7 @@ def test_identify(headers, body, task, known, how):
 
 
 def test_identify_by_fingerprint_and_labels():
-    from parity.audit.families import fingerprint
+    from parity.fingerprint import fingerprint
 
     request = {"system": "Label this. Now: 2026-01-01T10:00:00Z", "messages": USER}
     tasks = {"labels": TaskPolicy("labels", "route", BASELINE, CANDIDATE, match=Match(fingerprint=fingerprint(request)))}

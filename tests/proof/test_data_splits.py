@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from parity.audit.families import fingerprint
+from parity.fingerprint import fingerprint
 from parity.emulator.brains.simulated import SimulatedBrain
 from parity.emulator.service import Emulator
 from parity.errors import InputError, ParityError

@@ -129,7 +129,7 @@ class NoVerdictBrain:
 
 
 @pytest.mark.parametrize("fix_on_retry", [True, False])
-def test_malformed_verdict_is_asked_once_more_then_a_tie(tmp_path, fix_on_retry):
+def test_malformed_verdict_is_asked_once_more_then_a_loss(tmp_path, fix_on_retry):
     pairs = _pairs(3)  # answers differ, so both orders are asked
     caller = Caller(_emulator(NoVerdictBrain(fix_on_retry)).client(), tmp_path, sync=True)
     judgments = Judge(caller, BASELINE).judge(pairs)
@@ -138,12 +138,15 @@ def test_malformed_verdict_is_asked_once_more_then_a_tie(tmp_path, fix_on_retry)
         assert all(o.retried for o in j.orders)
         if fix_on_retry:
             assert [o.verdict for o in j.orders] == ["B", "B"] and j.score == 0.5
-            assert not any(o.malformed for o in j.orders)
+            assert not any(o.malformed or o.failed for o in j.orders)
         else:
-            assert all(o.malformed and o.verdict == "tie" for o in j.orders) and j.score == 0.5
+            # changed from "counted as a tie" (issue 10): a tie is evidence FOR switching under H0: μ ≤ ½ − δ,
+            # so an order the judge never gave a verdict for is a judge failure and a loss for the candidate
+            assert all(o.malformed and o.failed and o.verdict == "none" and o.score == 0.0 for o in j.orders)
+            assert j.score == 0.0
     diag = diagnose(judgments)
-    assert diag.malformed == (0 if fix_on_retry else 2 * len(pairs))
-    assert any("no verdict" in w for w in diag.warnings) is (not fix_on_retry)
+    assert diag.malformed == diag.judge_failures == (0 if fix_on_retry else 2 * len(pairs))
+    assert any("no verdict" in w and "loss" in w for w in diag.warnings) is (not fix_on_retry)
 
 
 def test_who_may_judge():

@@ -311,6 +311,8 @@ def test_parse_proposals():
         "Be brief.", "Answer in JSON\n   with the schema's keys."]
     assert parse_proposals("I cannot help with that.") == []
     assert parse_proposals("<instruction>   </instruction>") == []
+    # prose that names the tag before the first block is not part of that block
+    assert parse_proposals("Each inside <instruction> tags:\n1. <instruction>Be brief.</instruction>") == ["Be brief."]
 
 
 # ---- on the emulator's simulated brain ----------------------------------------------------------------------------

@@ -52,11 +52,12 @@ class SpyOptimizer:
 
 
 def test_classification_switches_within_budget_and_writes_policy(tmp_path):
-    data = load_emulator_family("ticket_triage", 400, seed=1, baseline_model=BASELINE)
+    data = load_emulator_family("ticket_triage", 600, seed=1, baseline_model=BASELINE)
     spy = SpyOptimizer()
     budget = Decimal("2.00")
     # δ = 0.10 accuracy points: the tuned candidate's true accuracy is within a point or two of the baseline's,
-    # and ~200 test prompts have the power to show that against 0.10 (not against 0.05; see reference §2.1)
+    # and a test split of ~300 prompts has the power to show that about the population (not against 0.05; see
+    # reference §2.1); 200 test prompts are too few on this seed
     out = prove(_config("ticket_triage", budget_usd=budget, margin=0.10), data, _client(), run_dir=tmp_path / "run",
                 optimizer=spy, policy_path=tmp_path / "policy.json", sleep=lambda s: None)
     cand = out.candidates[0]
@@ -107,10 +108,10 @@ def test_few_shot_task_switches_only_with_demonstrations(tmp_path):
     test_ids = tuned.certificate["splits"]["test"]
     assert {o["id"] for o in cand.observations} <= set(test_ids)
     assert [o["id"] for o in cand.observations] == cand.order[: cand.n_used]
-    # and without demonstrations the same candidate, on the same test split, is refused
+    # and without demonstrations the same candidate is refused; with nothing to tune, every prompt is a test prompt
     plain = prove(_config("invoice_extraction", optimize=False), data, client, run_dir=tmp_path / "plain",
                   sleep=lambda s: None)
-    assert plain.certificate["splits"]["test"] == test_ids
+    assert set(plain.certificate["splits"]["test"]) == {i.id for i in data.items} > set(test_ids)
     assert plain.candidates[0].verdict == "do_not_switch"
     assert plain.candidates[0].result["estimate"] < -0.1 < cand.result["estimate"]
     entry = load_policy(tmp_path / "policy.json").tasks["invoice_extraction"]

@@ -8,6 +8,9 @@ whatever the prompt. Anything measured with them is a simulation and is labelled
 Accuracy for one prompt = base + (ceiling − base)·(1 − exp(−(demo_gain·good_demos + instruction_gain·clarity)))
 − 0.03·wrong_demos, clamped to [0, ceiling]; a degradation factor f then pulls it toward chance:
 acc·(1 − f) + chance·f (used to test drift detection).
+
+Each profile also says how the model errs when it is asked to judge (JudgeBias): position bias, a preference for
+the longer answer, and confidently wrong verdicts on hard items, with defaults taken from reference proof-science §1.
 """
 
 from __future__ import annotations
@@ -50,6 +53,50 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class JudgeBias:
+    """How a model errs as a pairwise judge (reference proof-science §1). Every effect is a deterministic function
+    of (judge model, prompt, seed); 0 turns it off. How the simulated judge applies them: simulated.py, `_verdict`.
+
+    position: on a pair of equal quality, the probability that one order's verdict goes to the answer shown first
+        whatever it says. It fades linearly to 0 as the quality gap grows to half the scale, and is 0 when the
+        judge sees one answer right and the other wrong, so a clearly better answer still wins in both orders
+        ("agreement grows with the quality gap, from about 70% to nearly 100%", §1.1). It is drawn per order, so
+        it is what makes the two orders disagree. Default 0.35: over the differing answers of a Haiku candidate
+        and an Opus baseline on the four simulated task families, about 21% of judged prompts get two orders that
+        disagree (20–23% over the seeds tried; tests/emulator/test_judge_bias.py), inside the 15–35% of §1.2
+        (GPT-4 flipped on 15.6% of MT-Bench's human-judged items, and was consistent in only 65% of Zheng et al.'s
+        cases, §1.1).
+    verbosity: on a pair of equal quality whose lengths differ by more than a tenth, the probability that the longer
+        answer wins, in both orders (drawn per prompt, so it moves the score without making the orders disagree);
+        it fades with the quality gap like `position`. Default 0.3: the longer of two equally good answers scores
+        ½ + 0.3/2 = 0.65 on average, like the P(prefer longer) of 0.61–0.75 of LLM judges and 0.64 of humans in
+        AlpacaEval's evaluator table (§1.3).
+    wrong_on_hard: on a hard item (difficulty above 1) where one answer is truly worse, the probability that the
+        judge takes the worse answer for the right one and says so in both orders: a clear verdict, not a tie.
+        Default 0.3: a judge that explains before its verdict failed 6 of 20 math gradings in MT-Bench (§1.1); a
+        reference answer in the prompt halves it (3 of 20 with reference-guided grading).
+    noise: standard deviation of the judge's misreading of the quality gap (scores in [0, 1]), drawn per prompt.
+    """
+
+    position: float = 0.35
+    verbosity: float = 0.3
+    wrong_on_hard: float = 0.3
+    noise: float = 0.03
+
+    def __post_init__(self) -> None:
+        for name in ("position", "verbosity", "wrong_on_hard"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"JudgeBias.{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.noise < 0:
+            raise ValueError(f"JudgeBias.noise must be >= 0, got {self.noise}")
+
+    @classmethod
+    def none(cls) -> JudgeBias:
+        """A judge with no position, length or hard-item bias and no misreading (for tests that need one)."""
+        return cls(position=0.0, verbosity=0.0, wrong_on_hard=0.0, noise=0.0)
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     """One model's simulated behaviour."""
 
@@ -58,17 +105,21 @@ class ModelProfile:
     skills: Mapping[str, Skill]
     verbosity: float = 1.0  # answer length relative to an Opus-like model
     latency: Latency = field(default_factory=lambda: Latency(0.8, 0.018))
+    judge: JudgeBias = field(default_factory=JudgeBias)
 
     def skill(self, family: str | None) -> Skill:
         return self.skills.get(family or GENERIC) or self.skills[GENERIC]
 
     def with_overrides(self, changes: Mapping[str, Any]) -> ModelProfile:
         """A copy with some values changed: {"verbosity": 0.5, "skills": {"ticket_triage": {"base": 0.6}},
-        "latency": {"ttft_s": 2.0}}; unknown keys raise ValueError naming them."""
-        unknown = set(changes) - {"verbosity", "skills", "latency", "line"}
+        "latency": {"ttft_s": 2.0}, "judge": {"position": 0.0}}; unknown keys raise ValueError naming them."""
+        unknown = set(changes) - {"verbosity", "skills", "latency", "line", "judge"}
         if unknown:
-            raise ValueError(f"unknown profile keys {sorted(unknown)}; use verbosity, skills, latency or line")
+            raise ValueError(f"unknown profile keys {sorted(unknown)}; use verbosity, skills, latency, judge or line")
         out = self
+        if "judge" in changes:
+            bias = changes["judge"]
+            out = replace(out, judge=bias if isinstance(bias, JudgeBias) else replace(out.judge, **dict(bias)))
         if "verbosity" in changes:
             out = replace(out, verbosity=float(changes["verbosity"]))
         if "line" in changes:

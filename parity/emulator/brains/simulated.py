@@ -1,4 +1,4 @@
-"""The simulated brain: deterministic answers from model profiles, and a simulated pairwise judge.
+"""The simulated brain: deterministic answers from model profiles, a simulated pairwise judge, and instruction repair.
 
 An answer is a pure function of (model, full prompt, seed): every random choice comes from SHA-256 of those, never
 from Python's hash() or a global RNG, so a test can assert exact outputs and a replayed run gives the same bill.
@@ -7,11 +7,42 @@ For a prompt of a known task family (parity.emulator.brains.families) the brain 
 decides whether this model gets it right with the probability its profile gives for this prompt (demonstrations
 and a clear instruction raise it; a degradation factor lowers it). Right and wrong are correlated across models
 through a per-item latent (hard items trip every model more often), like real models. Wrong answers are plausible:
-a confusable label, a skipped step, a missed or wrong fact, a date left unformatted.
+a confusable label, a skipped step, a missed or wrong fact, a date left unformatted; never a kind of mistake the
+instruction states a rule against, while another kind is left.
 
-A prompt rendered by parity.proof.judge_prompt is judged: both answers are scored with the family's quality
-function (against the reference when one is given; otherwise only if the judge model itself solves the item),
-then position bias, verbosity bias and noise are applied as configured in JudgeSettings.
+The judge. A prompt rendered by parity.proof.judge_prompt is judged as the judge model's JudgeBias (profiles.py)
+says, in this order (`_judge`, `_verdict`):
+1. The judge reads both answers against a gold answer: the reference when the prompt gives one, else its own
+   solution when it solves the item (with the probability its profile gives, per item), else it sees only whether
+   each answer says anything. Its reading of the quality gap carries a per-prompt misreading (`noise`).
+2. Confidently wrong: on a hard item (difficulty above 1) where one answer is truly worse, with probability
+   `wrong_on_hard` (halved with a reference) the judge takes the worse answer for the right one and gives it a
+   clear verdict in both orders, with reasons written as if that answer were the gold.
+3. Length: when the gap is small, with probability `verbosity` fading to 0 at a gap of DECISIVE_GAP, the longer
+   answer (by more than a tenth) wins in both orders.
+4. Position: when the gap is small, with probability `position` fading the same way, drawn afresh for each order,
+   the answer shown first wins; this alone makes the two orders disagree.
+5. Otherwise the better answer wins, and a gap below TIE_MARGIN is a tie.
+A gap is never "small" when the judge sees one answer right and the other wrong (a wrong label, a wrong final
+number, a wrong field), so a clearly better answer keeps winning in both orders. Steps 2 and 3 draw per prompt
+(the question and the pair of answers, whatever their order); step 4 draws per rendered prompt, which is what makes
+its verdict depend on the order. Self-preference is not simulated: the judge cannot tell which model wrote what.
+
+Instruction repair. A request to revise an instruction (parity.proof.optimize's proposer prompt: the current
+instruction in <current_instruction>, lost items in <item> blocks with <input>, <reference_answer>,
+<candidate_answer> and <judge_reasons>) is answered from what it shows (`_meta`): for each lost item the family
+names the kinds of mistake the candidate's answer makes against the reference answer (two labels confused, a
+field in the wrong format, a skipped step, a fact left out); when an item has no candidate answer, the judge's
+reasons are read instead (the label and field names they mention). Each revised instruction is the current one
+(summaries without the policy manual) plus the family's rule against some of the mistakes seen that it does not
+already rule out: each is included with the writer's skill (its generic base accuracy: Opus 0.90, Haiku 0.70),
+at least one per instruction, then a neutral sentence that makes each instruction distinct. What the simulation
+cannot do: it writes only the family's fixed rule sentences (it never invents a new kind of rule, rephrases, or
+learns from an item's wording); mistakes are read only for the four simulated families (any other task gets its
+generic answer, with no <instruction> tags); with no lost items, or none showing a mistake the instruction does not
+already rule out, it returns restatements that add no rule, so they cannot score better; a rule helps only items
+where the mistake it addresses can happen (ticket triage: tickets whose right label or likely confusion it
+defines), and naming one kind of summary fact lifts the recall of every fact a little, not that kind alone.
 
 Markers a prompt may carry: ``[[simulate:refusal]]`` or ``[[simulate:refusal:CATEGORY]]`` makes the model refuse.
 Every number this brain produces is simulated.
@@ -47,30 +78,23 @@ _META_COUNT = re.compile(
     r"(?i)\b(?:write|propose|give)\s+(\d{1,2})\s+(?:revised\s+|new\s+|improved\s+)?instructions?\b"
 )
 _STD = NormalDist()
+_CURRENT = re.compile(r"<current_instruction>\s*(.*?)\s*</current_instruction>", re.S)
+_ITEM = re.compile(r"<item\b[^>]*>(.*?)</item>", re.S)
+_NO_INSTRUCTION = "(no instruction: the model sees only the user's text)"
+TIE_MARGIN = 0.05  # the judge calls a quality gap below this a tie
+DECISIVE_GAP = 0.5  # position and length sway the judge less as the gap grows, and not at all from here on
+REFERENCE_SHARE = 0.5  # a reference answer halves confidently wrong verdicts (MT-Bench math: 6/20 → 3/20, §1.1)
+LONGER = 0.1  # "longer" means longer by more than this share of the longer answer
 
 
 @dataclass(frozen=True)
-class JudgeSettings:
-    """How the simulated judge errs.
+class LostItem:
+    """One lost item as a proposer request shows it (parity.proof.optimize.propose_prompt_for_baseline)."""
 
-    position_bias: when the two answers are close, the probability it picks the one shown first.
-    verbosity_bias: when close (and not position-biased), the probability it picks the clearly longer one.
-    noise: standard deviation of the noise added to the quality difference (scores are in [0, 1]).
-    close_margin: a quality difference below this counts as close; tie_margin: below this it is a tie.
-    """
-
-    position_bias: float = 0.05
-    verbosity_bias: float = 0.1
-    noise: float = 0.03
-    close_margin: float = 0.1
-    tie_margin: float = 0.05
-
-    def __post_init__(self) -> None:
-        for name in ("position_bias", "verbosity_bias"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"JudgeSettings.{name} must be within [0, 1], got {getattr(self, name)}")
-        if self.noise < 0 or self.tie_margin < 0 or self.close_margin < self.tie_margin:
-            raise ValueError("JudgeSettings needs noise >= 0 and 0 <= tie_margin <= close_margin")
+    input: str
+    reference: str
+    candidate: str | None
+    reasons: str
 
 
 @dataclass(frozen=True)
@@ -125,10 +149,10 @@ class SimulatedBrain:
         self,
         seed: int = 0,
         profiles: Mapping[str, prof.ModelProfile | Mapping[str, Any]] | None = None,
-        judge: JudgeSettings | None = None,
     ) -> None:
+        """`profiles`: per model id or line name, a ModelProfile or a dict of overrides (see `set_profile`); a
+        judge's biases are part of its profile: {"claude-opus-4-8": {"judge": {"position": 0.0}}}."""
         self.seed = seed
-        self.judge = judge or JudgeSettings()
         self._overrides: dict[str, prof.ModelProfile | Mapping[str, Any]] = {}
         self._degradation: dict[str, float] = {}
         for key, value in (profiles or {}).items():
@@ -173,23 +197,32 @@ class SimulatedBrain:
             return Explanation("judge")
         if REFUSAL.search(self._all_text(request)):
             return Explanation("refusal")
-        family = fam.detect(request.system, self._user_texts(request))
-        if family is not None and (_asks_for_instructions(request.system) or _META.search(request.last_user_text)):
-            return Explanation("meta", family.name)
+        if _asks_for_instructions(request.system) or _META.search(user_text):
+            family = fam.detect(request.system, self._user_texts(request))
+            if family is None:
+                current, _ = _revision_request(user_text)
+                family = fam.detect(current or "", "")
+            if family is not None:
+                return Explanation("meta", family.name)
         family = fam.detect(request.system, user_text)
         if family is None:
             return Explanation("generic")
         model = prof.canonical(request.model)
-        skill = self.profile(model).skill(family.name)
         features = fam.features(family, request.system, request.messages)
-        degradation = self._degradation.get(model, 0.0)
+        skill = self.profile(model).skill(family.name)
         return Explanation(
             "family",
             family.name,
             features,
-            prof.accuracy(skill, features, degradation=degradation, chance=prof.CHANCE.get(family.name, 0.0)),
-            prof.slip_rate(skill, features, degradation=degradation),
+            self._accuracy(model, family.name, features),
+            prof.slip_rate(skill, features, degradation=self._degradation.get(model, 0.0)),
         )
+
+    def _accuracy(self, model: str, family: str, features: fam.PromptFeatures) -> float:
+        """This model's chance of a right answer to a prompt of `family` with these features."""
+        skill = self.profile(model).skill(family)
+        degradation = self._degradation.get(model, 0.0)
+        return prof.accuracy(skill, features, degradation=degradation, chance=prof.CHANCE.get(family, 0.0))
 
     def reply(self, request: BrainRequest) -> BrainReply:
         model = prof.canonical(request.model)
@@ -237,16 +270,21 @@ class SimulatedBrain:
         self, family: fam.Family, request: BrainRequest, profile: prof.ModelProfile, why: Explanation, key: tuple
     ) -> str:
         user_text = request.last_user_text
+        features = why.features or fam.PromptFeatures()
+        solution = family.solve(user_text)
         accuracy = why.accuracy or 0.0
+        if solution is not None:
+            mine = family.for_item(features, solution)
+            accuracy = accuracy if mine == features else self._accuracy(key[2], family.name, mine)
         style_args = dict(
             accuracy=accuracy,
             slip=_unit(*key, "slip") < (why.slip_rate or 0.0),
-            concise=bool(why.features and why.features.format_rule),
+            concise=features.format_rule,
             verbosity=profile.verbosity,
             rng=_rng(*key, "answer"),
             labels=family.labels(request.system),
+            covered=features.covered,
         )
-        solution = family.solve(user_text)
         if solution is None:
             return family.fallback(user_text, fam.AnswerStyle(correct=False, **style_args))
         p_item = fam.item_accuracy(accuracy, solution.difficulty)
@@ -258,16 +296,40 @@ class SimulatedBrain:
         return family.answer(solution, fam.AnswerStyle(correct=correct, **style_args))
 
     def _meta(self, family_name: str, request: BrainRequest, profile: prof.ModelProfile, key: tuple) -> str:
-        """A request to improve a family's instruction (parity.proof.optimize's proposer prompt, or any prompt that
-        asks to revise an instruction and shows the family's items): revised instructions in <instruction> tags;
-        a stronger writer covers more of the family's clear-instruction checklist."""
+        """Revised instructions in <instruction> tags, derived from the lost items the request shows (see the
+        module docstring, "Instruction repair")."""
         family = fam.get(family_name)
-        asked = _META_COUNT.search(request.last_user_text)
-        k = max(1, min(8, int(asked.group(1)))) if asked else 4
-        quality = profile.skill(prof.GENERIC).base
-        variants = family.instruction_variants(_rng(*key, "meta"), quality, k)
-        body = "\n\n".join(f"{i}. <instruction>\n{v}\n</instruction>" for i, v in enumerate(variants, 1))
-        return f"Here are {len(variants)} revised instructions, each inside <instruction> tags:\n\n{body}"
+        text = request.last_user_text
+        current, lost = _revision_request(text)
+        if current is None:
+            current = request.system if family.tag in request.system else family.system_prompt()
+        seen: dict[str, int] = {}
+        for item in lost:
+            if item.candidate is not None:
+                kinds = family.mistakes(item.candidate, item.reference, item.input)
+            else:
+                kinds = family.mistakes_in_reasons(item.reasons)
+            for kind in dict.fromkeys(kinds):
+                seen[kind] = seen.get(kind, 0) + 1
+        have = family.covered(current)
+        known = {rule.kind for rule in family.rules(current)}
+        needed = [k for k in sorted(seen, key=lambda k: -seen[k]) if k in known and k not in have]
+        asked = _META_COUNT.search(text)
+        n = max(1, min(len(fam.VARIANT_NOTES), int(asked.group(1)))) if asked else 4
+        skill = profile.skill(prof.GENERIC).base
+        rng = _rng(*key, "meta")
+        proposals = []
+        for i in range(n):
+            chosen = [kind for kind in needed if rng.random() < skill] or needed[:1]
+            proposals.append(family.revise(current, chosen, fam.VARIANT_NOTES[i]))
+        body = "\n\n".join(f"{i}. <instruction>\n{v}\n</instruction>" for i, v in enumerate(proposals, 1))
+        # the preface never writes the tag itself: parse_proposals would read it as the start of an instruction
+        if not needed:
+            return (f"The items show no mistake that the current instruction does not already rule out, so here are "
+                    f"{n} restatements of it, each in an instruction block:\n\n{body}")
+        named = ", ".join(k.replace("label:", "label ").replace("name:", "missing ").replace("_", " ") for k in needed)
+        return f"The lost items show these mistakes: {named}. Here are {n} revised instructions, each in an " \
+               f"instruction block:\n\n{body}"
 
     def _generic(self, request: BrainRequest, profile: prof.ModelProfile, key: tuple) -> str:
         rng = _rng(*key, "generic")
@@ -293,21 +355,29 @@ class SimulatedBrain:
     # -- the judge -----------------------------------------------------------------------------------------------
 
     def _judge(self, question: PairwiseQuestion, model: str, key: tuple) -> str:
-        settings = self.judge
+        """A pairwise verdict with the judge model's biases (see the module docstring, "The judge")."""
+        bias = self.profile(model).judge
         a, b = question.answer_a, question.answer_b
+        item = (self.seed, key[1], model, question.question, question.reference or "")
+        pair = (*item, *sorted((a, b)))  # the same in both orders of one prompt
         family = fam.detect(question.question, question.question)
-        gold: Any = None
+        truth: tuple[float, float] | None = None
+        hard = decisive = False
         if family is not None:
             solution = family.solve(question.question)
+            gold: Any = None
             if question.reference is not None:
                 gold = family.parse_reference(question.reference, solution)
             if gold is None and solution is not None:
-                skill = self.profile(model).skill(family.name)
-                p = prof.accuracy(skill, fam.PromptFeatures(), degradation=self._degradation.get(model, 0.0))
-                if _unit(*key, "judge-solves") < p:
+                own = self._accuracy(model, family.name, fam.PromptFeatures())
+                if _unit(*item, "judge-solves") < fam.item_accuracy(own, solution.difficulty):
                     gold = solution.gold
+            if solution is not None:
+                truth = (family.score(a, solution.gold), family.score(b, solution.gold))
+                hard = solution.difficulty > 1.0
             if gold is not None:
                 sa, sb = family.score(a, gold), family.score(b, gold)
+                decisive = family.correct(a, gold) != family.correct(b, gold)
             else:
                 sa, sb = _form_score(a), _form_score(b)
             note_a, note_b = family.describe(a, gold), family.describe(b, gold)
@@ -319,8 +389,30 @@ class SimulatedBrain:
             what = "reference covers" if question.reference is not None else "question asks"
             note_a = f"addresses {_overlap(a, target):.0%} of what the {what}"
             note_b = f"addresses {_overlap(b, target):.0%} of what the {what}"
-        diff = sa - sb + settings.noise * _normal(*key, "judge-noise")
-        verdict, why = _decide(diff, len(a), len(b), settings, _unit(*key, "position"), _unit(*key, "verbosity"))
+        wrong_rate = bias.wrong_on_hard * (REFERENCE_SHARE if question.reference is not None else 1.0)
+        if (
+            family is not None
+            and truth is not None
+            and hard
+            and abs(truth[0] - truth[1]) > TIE_MARGIN
+            and _unit(*pair, "wrong-on-hard") < wrong_rate
+        ):
+            verdict = "A" if truth[0] < truth[1] else "B"
+            believed = family.parse_reference(a if verdict == "A" else b, solution)
+            if believed is not None:
+                note_a, note_b = family.describe(a, believed), family.describe(b, believed)
+            why = f"Assistant {verdict}'s answer is the correct one, so Assistant {verdict} is better."
+        else:
+            misreading = bias.noise * _normal(*pair, "judge-noise") * (1.0 if a <= b else -1.0)
+            verdict, why = _verdict(
+                sa - sb + misreading,
+                decisive,
+                len(a),
+                len(b),
+                bias,
+                u_verbosity=_unit(*pair, "verbosity"),
+                u_position=_unit(*key, "position"),
+            )
         closing = {"A": "Assistant A is better.", "B": "Assistant B is better.", "C": "Both answers are equally good."}
         if why:
             closing[verdict] = why
@@ -406,19 +498,40 @@ def _asks_for_instructions(system: str) -> bool:
     return bool(_META.search(system))
 
 
-def _decide(
-    diff: float, len_a: int, len_b: int, s: JudgeSettings, u_position: float, u_verbosity: float
+def _verdict(
+    gap: float, decisive: bool, len_a: int, len_b: int, bias: prof.JudgeBias, *, u_verbosity: float, u_position: float
 ) -> tuple[str, str]:
-    """The verdict letter (A, B or C) and, when a bias decided it, the judge's stated reason."""
-    if abs(diff) < s.close_margin:
-        if u_position < s.position_bias:
-            return "A", "On balance Assistant A's answer reads slightly better."
-        longer = "A" if len_a > len_b else "B"
-        if u_verbosity < s.verbosity_bias and abs(len_a - len_b) > 0.1 * max(len_a, len_b, 1):
-            return longer, f"Assistant {longer} is more thorough, so it is slightly better."
-        if abs(diff) < s.tie_margin:
-            return "C", ""
-    return ("A" if diff > 0 else "B"), ""
+    """The verdict letter (A, B or C) for a perceived quality gap (A's score minus B's) and, when a bias decided
+    it, the judge's stated reason. Length and position sway a close call with their full probability at a gap of 0,
+    fading linearly to none at DECISIVE_GAP, and never when the judge sees one answer right and the other wrong."""
+    sway = 0.0 if decisive else max(0.0, 1.0 - abs(gap) / DECISIVE_GAP)
+    longer = "A" if len_a > len_b else "B"
+    if abs(len_a - len_b) > LONGER * max(len_a, len_b, 1) and u_verbosity < bias.verbosity * sway:
+        return longer, f"Assistant {longer} is more thorough, so it is slightly better."
+    if u_position < bias.position * sway:
+        return "A", "On balance Assistant A's answer reads slightly better."
+    if abs(gap) < TIE_MARGIN:
+        return "C", ""
+    return ("A" if gap > 0 else "B"), ""
+
+
+def _revision_request(text: str) -> tuple[str | None, list[LostItem]]:
+    """The current instruction (None when the request shows none) and the lost items of a proposer request."""
+    found = _CURRENT.search(text)
+    current = None
+    if found is not None:
+        current = "" if found.group(1).strip() == _NO_INSTRUCTION else found.group(1)
+    items = []
+    for block in _ITEM.findall(text):
+        candidate = _block(block, "candidate_answer")
+        reference, reasons = _block(block, "reference_answer") or "", _block(block, "judge_reasons") or ""
+        items.append(LostItem(_block(block, "input") or "", reference, candidate, reasons))
+    return current, items
+
+
+def _block(text: str, name: str) -> str | None:
+    found = re.search(rf"<{name}>\n?(.*?)\n?</{name}>", text, re.S)
+    return found.group(1) if found else None
 
 
 def _form_score(answer: str) -> float:
