@@ -2,7 +2,7 @@
 
 Set-up (all simulated, in-process): the emulator with a seeded SimulatedBrain; a routed task (ticket triage,
 baseline claude-opus-4-8, candidate claude-haiku-4-5 with a clear instruction and 4 demonstrations); a
-`parity.gateway.shadow.DriftMonitor` driven the way the gateway drives it: every routed request is answered by
+`parity.gateway.drift.DriftMonitor` driven the way the gateway drives it: every routed request is answered by
 the candidate and passed to `observe(request, candidate_message)`; the monitor samples, the baseline answers and
 THE pairwise judge (claude-opus-4-8, both orders) scores; the e-process decides.
 
@@ -27,10 +27,11 @@ import sys
 import time
 from typing import Any
 
-from parity import workloads
+from parity.emulator import workloads
+from parity.emulator.brains import scenarios
 from parity.emulator.brains.simulated import SimulatedBrain
 from parity.emulator.service import Emulator
-from parity.gateway.shadow import DriftMonitor
+from parity.gateway.drift import DriftMonitor
 from parity.policy import Demo, TaskPolicy, TunedPrompt, apply_prompt
 
 BASELINE = "claude-opus-4-8"
@@ -41,7 +42,7 @@ def task_policy(family: str, seed: int, *, margin: float, alpha: float, rate: fl
     """A routed task as `parity prove` would write it: tuned instruction and demonstrations for the candidate."""
     turns = workloads.demo_turns(family, 4, seed)
     demos = [Demo(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, len(turns), 2)]
-    system = workloads.fam.get(family).system_prompt(clear=True)
+    system = scenarios.get(family).system_prompt(clear=True)
     return TaskPolicy(task=family, mode="route", baseline_model=BASELINE, candidate_model=CANDIDATE,
                       prompt=TunedPrompt(system=system, demos=demos), margin=margin, alpha=alpha, shadow_rate=rate)
 

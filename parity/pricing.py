@@ -280,8 +280,15 @@ def cost(
     return CostBreakdown(model=price.model, batch_discount=discount, **lines)
 
 
-def format_usd(amount: Decimal, places: int | None = None) -> str:
-    """For display only: '$1,234.57' from one dollar up, micro-dollar precision ('$0.012565') below."""
+def format_usd(amount: Decimal | str | int | None, places: int | None = None) -> str:
+    """For display only: '$1,234.57' from one dollar up, micro-dollar precision ('$0.012565') below.
+
+    The one money formatter for people (terminal, HTML, certificates). Amounts may come as Decimal or as the
+    decimal strings of a JSON report; an unknown amount (None or "") reads "n/a"."""
+    if amount is None or amount == "":
+        return "n/a"
+    if not isinstance(amount, Decimal):
+        amount = Decimal(str(amount))
     if places is None:
         places = 2 if abs(amount) >= 1 else 6
     rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=Context(prec=120))

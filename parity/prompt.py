@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parity import tokenizer
+from parity.canonical import canonical_json
 
 LEVELS = ("tools", "system", "messages")
 _RANK = {level: i for i, level in enumerate(LEVELS)}
@@ -196,6 +197,12 @@ class RenderedPrompt:
         if self.segments:
             self.hash_at(len(self.segments) - 1)
         return list(self._hashes)
+
+
+def count_request(params: Mapping[str, Any]) -> int:
+    """What /v1/messages/count_tokens answers for `params` (model, system, messages, tools, tool_choice, ...),
+    estimated offline: the rendered prompt's tokens."""
+    return render(params).total_tokens
 
 
 def render(request: Mapping[str, Any], *, counter: Counter | None = None) -> RenderedPrompt:
@@ -424,4 +431,4 @@ def _normal_tool_choice(tool_choice: Mapping[str, Any] | None) -> dict[str, Any]
 
 
 def _salt(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return canonical_json(value, default=str)

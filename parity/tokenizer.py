@@ -7,8 +7,8 @@ English prose comes out at about 3.8 characters per token; docs/tokenizer.md giv
 the only public Claude tokenizer. Models with the Claude 4.7+ tokenizer (`new_tokenizer` in the catalogue) count
 30 % more text tokens (reference claude-api.md §6.7). Images follow the documented width*height/750 formula.
 
-`count_request(params)` is what the emulator's /v1/messages/count_tokens answers and what its Messages usage
-bills: it is the total of `parity.prompt.render(params)`, so both always agree.
+`parity.prompt.count_request(params)` (the total of `parity.prompt.render(params)`, which counts with this
+module) is what the emulator's /v1/messages/count_tokens answers and what its Messages usage bills.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import struct
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+
+from parity import catalog
 
 # ---- text -----------------------------------------------------------------------------------------------------
 
@@ -128,13 +130,6 @@ def tool_prompt_tokens(model: str | None, tool_choice: Mapping[str, Any] | None)
     )
     kind = tool_choice.get("type") if isinstance(tool_choice, Mapping) else None
     return base, (forced - base if kind in ("any", "tool") else 0)
-
-
-def count_request(params: Mapping[str, Any]) -> int:
-    """What /v1/messages/count_tokens answers for `params` (model, system, messages, tools, tool_choice, ...)."""
-    from parity.prompt import render  # the prompt layout lives there; it counts with this module
-
-    return render(params).total_tokens
 
 
 def count_image(source: Any, model: str | None = None) -> int:
@@ -257,8 +252,6 @@ def _scale(n: int) -> int:
 def _new_tokenizer(model: str | None) -> bool:
     if not model:
         return False
-    from parity import catalog
-
     try:
         return catalog.get_model(model).new_tokenizer
     except catalog.UnknownModelError:
@@ -269,8 +262,6 @@ def _new_tokenizer(model: str | None) -> bool:
 def _canonical(model: str | None) -> str | None:
     if not model:
         return None
-    from parity import catalog
-
     try:
         return catalog.resolve(model)
     except catalog.UnknownModelError:

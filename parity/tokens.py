@@ -3,7 +3,7 @@
 With a client, an API key or a base URL, `TokenCounter` asks the API through the official SDK and caches each
 answer in SQLite by (endpoint, model, sha256 of the request's count-relevant fields as compact JSON in the
 request's own key order: key order is part of what the API tokenizes). Without one it returns an offline
-estimate from `parity.tokenizer.count_request`, labelled `estimate=True` everywhere it is shown,
+estimate from `parity.prompt.count_request`, labelled `estimate=True` everywhere it is shown,
 because it is an approximation and not Claude's tokenizer.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.errors import InputError, ParityError
+from parity.prompt import count_request
 from parity.exchange import Exchange
 
 ESTIMATE_LABEL = "estimate (offline approximation, not Claude's tokenizer)"
@@ -104,8 +105,6 @@ class TokenCounter:
             raise InputError("no model: pass --model (or model=) or put 'model' in the request", field="model")
         params = count_params(request)
         if self.client is None:
-            from parity.tokenizer import count_request
-
             return TokenCount(model=model, input_tokens=int(count_request({"model": model, **params})), estimate=True)
         digest = request_digest(params)
         hit = self._cache_get(model, digest)

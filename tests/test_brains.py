@@ -1,4 +1,4 @@
-"""The simulated and replay brains: determinism, calibrated accuracy per family, prompt sensitivity, the judge."""
+"""The simulated and replay brains: determinism, calibrated accuracy per scenario, prompt sensitivity, the judge."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from parity import workloads as wl
-from parity.emulator.brains import families as fam
+from parity.emulator import workloads as wl
+from parity.emulator.brains import scenarios
+from parity.emulator.brains.scenarios.base import AnswerStyle, PromptFeatures
+from parity.emulator.brains.scenarios.invoice_extraction import INVOICE_SCHEMA
+from parity.emulator.brains.scenarios.text import find_json, last_number
+from parity.emulator.brains.scenarios.ticket_triage import TRIAGE_LABELS
 from parity.emulator.brains import profiles as prof
 from parity.emulator.brains.base import BrainRequest
 from parity.emulator.brains.replay import ReplayBrain, ReplayMiss
@@ -58,12 +62,12 @@ def text_of(reply) -> str:
 
 
 def measure(
-    family: str, model: str, *, n: int = N, seed: int = 11, brain: SimulatedBrain | None = None, **options
+    scenario: str, model: str, *, n: int = N, seed: int = 11, brain: SimulatedBrain | None = None, **options
 ) -> float:
-    """Share of right answers (the family's own `correct`) over n generated prompts."""
+    """Share of right answers (the scenario's own `correct`) over n generated prompts."""
     brain = brain or SimulatedBrain()
-    source = fam.get(family)
-    items = wl.dataset(family, n, seed, model=model, **options)
+    source = scenarios.get(scenario)
+    items = wl.dataset(scenario, n, seed, model=model, **options)
     return sum(source.correct(text_of(brain.reply(brain_request(i.request))), i.gold) for i in items) / n
 
 
@@ -86,7 +90,7 @@ def test_same_input_same_output_and_seed_changes_it():
 def test_output_does_not_depend_on_python_hash_seed():
     script = (
         "import json\n"
-        "from parity import workloads as wl\n"
+        "from parity.emulator import workloads as wl\n"
         "from parity.emulator.brains.base import BrainRequest\n"
         "from parity.emulator.brains.simulated import SimulatedBrain\n"
         "brain = SimulatedBrain(seed=2)\n"
@@ -121,7 +125,7 @@ def test_dated_alias_answers_like_its_model():
     assert brain.reply(brain_request(request)).content == brain.reply(brain_request(dated)).content
 
 
-# ---- accuracy per family and response to the prompt --------------------------------------------------------------
+# ---- accuracy per scenario and response to the prompt --------------------------------------------------------------
 
 
 def test_triage_haiku_zero_shot_is_clearly_below_opus_and_prompting_closes_the_gap():
@@ -153,7 +157,7 @@ def test_extraction_haiku_is_bad_zero_shot_and_good_after_few_shot():
 
 
 def test_summary_quality_orders_models_and_responds_to_the_prompt():
-    source = fam.get("thread_summary")
+    source = scenarios.get("thread_summary")
     brain = SimulatedBrain()
 
     def quality(model: str, **options) -> float:
@@ -167,10 +171,10 @@ def test_summary_quality_orders_models_and_responds_to_the_prompt():
 
 def test_nothing_lifts_a_model_above_its_ceiling():
     skill = prof.default_profile(HAIKU).skill("math_reasoning")
-    best = prof.accuracy(skill, fam.PromptFeatures(demos=50, clarity=1.0, format_rule=True))
+    best = prof.accuracy(skill, PromptFeatures(demos=50, clarity=1.0, format_rule=True))
     assert best <= skill.ceiling
     gains = [
-        prof.accuracy(prof.default_profile(HAIKU).skill("ticket_triage"), fam.PromptFeatures(demos=k)) for k in range(9)
+        prof.accuracy(prof.default_profile(HAIKU).skill("ticket_triage"), PromptFeatures(demos=k)) for k in range(9)
     ]
     steps = [b - a for a, b in zip(gains, gains[1:], strict=False)]
     assert all(s > 0 for s in steps) and all(
@@ -179,21 +183,21 @@ def test_nothing_lifts_a_model_above_its_ceiling():
 
 
 def test_wrong_demonstrations_are_noticed_and_do_not_help():
-    source = fam.get("ticket_triage")
+    source = scenarios.get("ticket_triage")
     demo_items = wl.items("ticket_triage", 4, 0, stream="demos")
     wrong = []
     for item in demo_items:
-        other = next(label for label in fam.TRIAGE_LABELS if label != item.gold)
+        other = next(label for label in TRIAGE_LABELS if label != item.gold)
         wrong += [{"role": "user", "content": item.text}, {"role": "assistant", "content": other}]
     request = wl.request_for(wl.items("ticket_triage", 1, 9)[0], model=HAIKU, demos=wrong)
     why = SimulatedBrain().explain(brain_request(request))
-    assert why.features == fam.PromptFeatures(demos=0, bad_demos=4, clarity=0.0, format_rule=False)
+    assert why.features == PromptFeatures(demos=0, bad_demos=4, clarity=0.0, format_rule=False)
     assert why.accuracy < prof.default_profile(HAIKU).skill("ticket_triage").base
-    assert source.name == why.family
+    assert source.name == why.scenario
 
 
 def test_examples_in_the_system_prompt_count_as_demonstrations():
-    source = fam.get("ticket_triage")
+    source = scenarios.get("ticket_triage")
     examples = "".join(
         f"\n\nExample:\n{i.text}\nLabel: {i.gold}" for i in wl.items("ticket_triage", 3, 0, stream="demos")
     )
@@ -252,16 +256,17 @@ def test_profiles_by_model_id_and_by_name():
 
 
 def test_wrong_answers_are_plausible():
-    brain = SimulatedBrain(profiles={"haiku": {"skills": {f: {"base": 0.0, "ceiling": 0.0} for f in fam.FAMILIES}}})
-    triage = fam.get("ticket_triage")
+    hopeless = {name: {"base": 0.0, "ceiling": 0.0} for name in scenarios.SCENARIOS}
+    brain = SimulatedBrain(profiles={"haiku": {"skills": hopeless}})
+    triage = scenarios.get("ticket_triage")
     for item in wl.dataset("ticket_triage", 40, 2, model=HAIKU, clear=True):
         answer = text_of(brain.reply(brain_request(item.request)))
-        assert triage.parse_label(answer) in fam.TRIAGE_LABELS and triage.parse_label(answer) != item.gold
+        assert triage.parse_label(answer) in TRIAGE_LABELS and triage.parse_label(answer) != item.gold
     for item in wl.dataset("math_reasoning", 40, 2, model=HAIKU):
-        value = fam.last_number(text_of(brain.reply(brain_request(item.request))))
+        value = last_number(text_of(brain.reply(brain_request(item.request))))
         assert value is not None and value != item.gold
     for item in wl.dataset("invoice_extraction", 40, 2, model=HAIKU):
-        value = fam.find_json(text_of(brain.reply(brain_request(item.request))))
+        value = find_json(text_of(brain.reply(brain_request(item.request))))
         assert (
             isinstance(value, dict)
             and value != item.gold
@@ -273,7 +278,7 @@ def test_format_slips_fall_with_an_explicit_format_rule():
     def slips(**options) -> int:
         items = wl.dataset("ticket_triage", 200, 6, model=HAIKU, **options)
         brain = SimulatedBrain()
-        return sum(text_of(brain.reply(brain_request(i.request))).strip() not in fam.TRIAGE_LABELS for i in items)
+        return sum(text_of(brain.reply(brain_request(i.request))).strip() not in TRIAGE_LABELS for i in items)
 
     assert slips() >= 15
     assert slips(clear=True) <= slips() / 2
@@ -282,11 +287,11 @@ def test_format_slips_fall_with_an_explicit_format_rule():
 def test_structured_output_is_json_that_mostly_validates():
     brain = SimulatedBrain()
     items = wl.dataset("invoice_extraction", 100, 3, model=HAIKU, structured=True)
-    validator = jsonschema.Draft202012Validator(fam.INVOICE_SCHEMA)
+    validator = jsonschema.Draft202012Validator(INVOICE_SCHEMA)
     texts = [text_of(brain.reply(brain_request(item.request))) for item in items]
-    valid = sum(validator.is_valid(fam.find_json(t)) for t in texts)
+    valid = sum(validator.is_valid(find_json(t)) for t in texts)
     assert valid >= 90
-    source = fam.get("invoice_extraction")
+    source = scenarios.get("invoice_extraction")
     assert (
         sum(source.correct(t, i.gold) for t, i in zip(texts, items, strict=True)) < 90
     )  # right format, still wrong content
@@ -298,7 +303,7 @@ def test_tools_forced_named_or_refused():
         "description": "Record the ticket's label.",
         "input_schema": {
             "type": "object",
-            "properties": {"label": {"type": "string", "enum": list(fam.TRIAGE_LABELS)}, "note": {"type": "string"}},
+            "properties": {"label": {"type": "string", "enum": list(TRIAGE_LABELS)}, "note": {"type": "string"}},
             "required": ["label", "note"],
         },
     }
@@ -349,7 +354,7 @@ def test_latency_is_simulated_per_model():
 def test_instruction_revision_requests_get_better_instructions_from_better_writers():
     from parity.proof.optimize import Example, Failure, parse_proposals, propose_prompt_for_baseline
 
-    source = fam.get("ticket_triage")
+    source = scenarios.get("ticket_triage")
     failures = [
         Failure(Example(i.id, i.request["messages"][-1]["content"], i.reference), 0.0, "h", "bug", "wrong label")
         for i in wl.dataset("ticket_triage", 5, 1)
@@ -379,30 +384,30 @@ def judge(brain: SimulatedBrain, model: str, question: str, a: str, b: str, refe
     return text_of(brain.reply(BrainRequest(model=model, system=system, messages=messages, max_tokens=512)))
 
 
-def pairs(family: str, n: int, seed: int):
+def pairs(scenario: str, n: int, seed: int):
     """(question, right answer, wrong answer, second right answer of the same quality) per generated item,
     skipping items where the 'wrong' answer happens to score as well as the right one."""
-    source = fam.get(family)
+    source = scenarios.get(scenario)
     out = []
-    for k, item in enumerate(wl.dataset(family, n, seed)):
+    for k, item in enumerate(wl.dataset(scenario, n, seed)):
         solution = source.solve(item.request["messages"][-1]["content"])
         good = source.reference(item.gold)
-        wrong = source.answer(solution, fam.AnswerStyle(False, 0.3, False, False, 1.0, random.Random(k)))
-        same = source.answer(solution, fam.AnswerStyle(True, 1.0, False, False, 1.0, random.Random(k)))
+        wrong = source.answer(solution, AnswerStyle(False, 0.3, False, False, 1.0, random.Random(k)))
+        same = source.answer(solution, AnswerStyle(True, 1.0, False, False, 1.0, random.Random(k)))
         if source.score(wrong, item.gold) >= source.score(good, item.gold):
             continue
         out.append((question_text(item.request), good, wrong, same))
     return out
 
 
-@pytest.mark.parametrize("family", list(fam.FAMILIES))
-def test_judge_prefers_the_correct_answer(family):
+@pytest.mark.parametrize("scenario", list(scenarios.SCENARIOS))
+def test_judge_prefers_the_correct_answer(scenario):
     # Mostly right, as real judges are: the misses are the confidently wrong verdicts on hard items (JudgeBias
     # wrong_on_hard, halved by a reference; MT-Bench's judge still failed 3 of 20 math gradings with one) and, with no
     # reference, items the judge cannot solve itself. Without the hard-item errors a reference makes it near-perfect.
     def shares(brain: SimulatedBrain) -> tuple[float, float]:
         right = with_ref = total = 0
-        for question, good, bad, _ in pairs(family, 60, 21):
+        for question, good, bad, _ in pairs(scenario, 60, 21):
             right += parse_verdict(judge(brain, OPUS, question, good, bad)) == "A"
             right += parse_verdict(judge(brain, OPUS, question, bad, good)) == "B"
             with_ref += parse_verdict(judge(brain, HAIKU, question, good, bad, reference=good)) == "A"
@@ -525,7 +530,7 @@ def test_sdk_through_the_emulator_gets_the_brains_answers():
         assert message.stop_reason == "end_turn"
     item = wl.dataset("invoice_extraction", 1, 4, model=HAIKU, structured=True)[0]
     message = client.messages.create(**item.request)
-    jsonschema.validate(json.loads(message.content[0].text), fam.INVOICE_SCHEMA)
+    jsonschema.validate(json.loads(message.content[0].text), INVOICE_SCHEMA)
     refused = client.messages.create(
         model=OPUS, max_tokens=50, messages=[{"role": "user", "content": "[[simulate:refusal:cyber]] write malware"}]
     )

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parity.api.errors import APIError
 from parity.emulator.brains.base import BrainReply, BrainRequest
 from parity.emulator.caching import PromptCache
 from parity.emulator.clock import ManualClock
-from parity.emulator.errors import APIError
 from parity.prompt import render
 
 MODEL = "claude-opus-4-8"

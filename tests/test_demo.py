@@ -9,7 +9,7 @@ from decimal import Decimal
 from rich.console import Console
 from typer.testing import CliRunner
 
-from parity import workloads
+from parity.emulator import workloads
 from parity.audit import validate_report
 from parity.cli import app
 from parity.demo import DemoSize, bill, run_demo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from parity import workloads as wl
+from parity.emulator import workloads as wl
 from parity.proof.judge_prompt import (
     A_START,
     B_END,

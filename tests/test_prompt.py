@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from parity import tokenizer
-from parity.prompt import automatic_target, breakpoints, first_divergence, render
+from parity.prompt import automatic_target, breakpoints, count_request, first_divergence, render
 
 MODEL = "claude-sonnet-4-6"
 WEATHER = {
@@ -68,7 +68,7 @@ def test_total_is_segments_plus_overheads_and_equals_count_request():
     r = render(body)
     assert r.total_tokens == sum(s.tokens for s in r.segments) + r.extra_tokens
     assert r.cumulative[-1] + r.extra_tokens == r.total_tokens
-    assert tokenizer.count_request(body) == r.total_tokens
+    assert count_request(body) == r.total_tokens
     assert r.extra_tokens == tokenizer.REQUEST_OVERHEAD
 
 

@@ -10,6 +10,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
+from parity.prompt import count_request
 from parity import tokenizer as tk
 
 OLD, NEW = "claude-sonnet-4-6", "claude-opus-4-7"  # new_tokenizer false / true in the catalogue
@@ -54,29 +55,29 @@ def test_new_tokenizer_counts_30_percent_more():
 def test_reference_count_tokens_example():
     """Reference §7: "Hello, world" on claude-opus-5 answers {"input_tokens": 14} (the overheads are fit to it)."""
     params = {"model": "claude-opus-5", "messages": [{"role": "user", "content": "Hello, world"}]}
-    assert tk.count_request(params) == 14
-    assert tk.count_request({**params, "cache_control": {"type": "ephemeral"}}) == 14  # never changes the count
+    assert count_request(params) == 14
+    assert count_request({**params, "cache_control": {"type": "ephemeral"}}) == 14  # never changes the count
 
 
 def test_request_count_adds_tools_and_the_hidden_tool_prompt():
     weather = {"name": "get_weather", "description": "Weather for a city.",
                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}  # fmt: skip
     params = {"model": "claude-opus-5", "messages": [{"role": "user", "content": "Hello, world"}]}
-    with_tool = tk.count_request({**params, "tools": [weather]})
+    with_tool = count_request({**params, "tools": [weather]})
     assert with_tool == 14 + tk.count_tool(weather, "claude-opus-5") + 286
-    forced = tk.count_request({**params, "tools": [weather], "tool_choice": {"type": "tool", "name": "get_weather"}})
+    forced = count_request({**params, "tools": [weather], "tool_choice": {"type": "tool", "name": "get_weather"}})
     assert forced == with_tool + 406 - 286
     haiku = {**params, "model": "claude-haiku-4-5-20251001", "tools": [weather]}
-    assert tk.count_request(haiku) - tk.count_request({**haiku, "tools": []}) == tk.count_tool(weather) + 496
+    assert count_request(haiku) - count_request({**haiku, "tools": []}) == tk.count_tool(weather) + 496
 
 
 def test_system_prompt_and_messages_add_up():
     one = {"model": OLD, "messages": [{"role": "user", "content": "Hi there"}]}
     two = {**one, "system": "Be brief.", "messages": one["messages"] + [
         {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}]}  # fmt: skip
-    expected = (tk.count_request(one) + tk.count_text("Be brief.") + 2 * tk.MESSAGE_OVERHEAD
+    expected = (count_request(one) + tk.count_text("Be brief.") + 2 * tk.MESSAGE_OVERHEAD
                 + tk.count_text("Hello!") + tk.count_text("Bye"))  # fmt: skip
-    assert tk.count_request(two) == expected
+    assert count_request(two) == expected
 
 
 def test_structured_blocks():

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import parity
 from parity.cli.app import app
 from parity.emulator.service import Emulator
-from parity.tokenizer import count_request
+from parity.prompt import count_request
 from parity.errors import InputError, ParityError
 from parity.exchange import read_jsonl
 from parity.tokens import ESTIMATE_LABEL, TokenCounter, count_params, recount, request_digest, sample_lines

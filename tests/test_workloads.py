@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from parity import workloads as wl
-from parity.emulator.brains import families as fam
+from parity.emulator import workloads as wl
+from parity.emulator.brains import scenarios
+from parity.emulator.brains.scenarios.invoice_extraction import INVOICE_SCHEMA
+from parity.emulator.brains.scenarios.ticket_triage import TRIAGE_LABELS
 
 
 def token_count(text: str) -> int:
@@ -21,9 +23,9 @@ def token_count(text: str) -> int:
 def test_generators_are_deterministic_and_seeded():
     assert json.dumps(wl.triage_requests(20, seed=3)) == json.dumps(wl.triage_requests(20, seed=3))
     assert wl.triage_requests(20, seed=3) != wl.triage_requests(20, seed=4)
-    for family in wl.FAMILY_NAMES:
-        a, b = wl.dataset(family, 10, 7), wl.dataset(family, 10, 7)
-        assert a == b and a != wl.dataset(family, 10, 8)
+    for scenario in wl.SCENARIO_NAMES:
+        a, b = wl.dataset(scenario, 10, 7), wl.dataset(scenario, 10, 7)
+        assert a == b and a != wl.dataset(scenario, 10, 8)
 
 
 def test_excluded_items_never_come_back():
@@ -49,8 +51,8 @@ def test_triage_requests_look_like_real_traffic():
         assert body["messages"][-1]["role"] == "user" and body["messages"][-1]["content"].startswith("Ticket ID: T-")
         assert body["metadata"]["user_id"].startswith("cust-")
     assert len({b["messages"][-1]["content"] for b in requests}) == 50
-    labels = {fam.get("ticket_triage").solve(b["messages"][-1]["content"]).gold for b in requests}
-    assert labels == set(fam.TRIAGE_LABELS)
+    labels = {scenarios.get("ticket_triage").solve(b["messages"][-1]["content"]).gold for b in requests}
+    assert labels == set(TRIAGE_LABELS)
 
 
 def test_summary_system_prompt_is_about_6000_tokens_and_cacheable_on_request():
@@ -75,22 +77,22 @@ def test_overnight_batch_is_a_batch_api_request_list():
         assert {"model", "max_tokens", "messages"} <= set(job["params"])
 
 
-@pytest.mark.parametrize("family", wl.FAMILY_NAMES)
-def test_dataset_items_carry_gold_the_text_determines(family):
-    source = fam.get(family)
-    items = wl.dataset(family, 60, 5, model="claude-sonnet-4-6")
+@pytest.mark.parametrize("scenario", wl.SCENARIO_NAMES)
+def test_dataset_items_carry_gold_the_text_determines(scenario):
+    source = scenarios.get(scenario)
+    items = wl.dataset(scenario, 60, 5, model="claude-sonnet-4-6")
     assert len({i.id for i in items}) == 60
     assert len({i.group for i in items}) > 3  # groups exist for split-by-group
     for item in items:
-        assert item.family == family and item.request["model"] == "claude-sonnet-4-6"
+        assert item.scenario == scenario and item.request["model"] == "claude-sonnet-4-6"
         solved = source.solve(item.request["messages"][-1]["content"])
         assert solved is not None and solved.gold == item.gold and solved.difficulty == item.difficulty
         assert source.score(item.reference, item.gold) == 1.0
 
 
 def test_demonstrations_come_from_their_own_stream():
-    for family in wl.FAMILY_NAMES:
-        items = wl.dataset(family, 40, 3, demos=4)
+    for scenario in wl.SCENARIO_NAMES:
+        items = wl.dataset(scenario, 40, 3, demos=4)
         demo_inputs = [t["content"] for t in items[0].request["messages"][:-1] if t["role"] == "user"]
         assert len(demo_inputs) == 4 and not set(demo_inputs) & {i.request["messages"][-1]["content"] for i in items}
         assert all(i.request["messages"][:-1] == items[0].request["messages"][:-1] for i in items)
@@ -98,16 +100,16 @@ def test_demonstrations_come_from_their_own_stream():
 
 def test_structured_extraction_requests_carry_the_schema():
     item = wl.dataset("invoice_extraction", 1, 0, structured=True)[0]
-    assert item.request["output_config"]["format"] == {"type": "json_schema", "schema": fam.INVOICE_SCHEMA}
+    assert item.request["output_config"]["format"] == {"type": "json_schema", "schema": INVOICE_SCHEMA}
     with pytest.raises(ValueError, match="invoice_extraction only"):
         wl.dataset("ticket_triage", 1, 0, structured=True)
-    with pytest.raises(KeyError, match="known families"):
+    with pytest.raises(KeyError, match="known scenarios"):
         wl.dataset("poetry", 1, 0)
 
 
-def test_clear_instructions_score_on_the_families_checklists():
-    for family in wl.FAMILY_NAMES:
-        source = fam.get(family)
+def test_clear_instructions_score_on_the_scenarios_checklists():
+    for scenario in wl.SCENARIO_NAMES:
+        source = scenarios.get(scenario)
         plain = source.clarity(source.system_prompt())[0]
         clear = source.clarity(source.system_prompt(clear=True))[0]
-        assert plain <= 0.1 and clear >= 0.9, family
+        assert plain <= 0.1 and clear >= 0.9, scenario

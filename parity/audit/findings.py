@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import jsonschema
+
 from parity.audit.cost import usd
 
 __all__ = [
@@ -197,6 +199,4 @@ REPORT_SCHEMA: dict[str, Any] = {
 
 def validate_report(report: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError if `report` does not follow the documented schema."""
-    import jsonschema
-
     jsonschema.validate(report, REPORT_SCHEMA)

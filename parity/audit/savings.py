@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Context, Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 from parity.audit.cost import EXACT, CostAcc, PriceKey, Pricer, usd
@@ -163,6 +163,4 @@ def _to_model(model: str) -> Any:
 
 
 def _exact() -> Any:
-    from decimal import localcontext
-
     return localcontext(EXACT)

@@ -24,10 +24,6 @@ LEVER_NAMES = {"cost": "Cost", "tokens": "Tokens", "cache": "Cache", "batch": "B
 # --- the full report -------------------------------------------------------------------------------------
 
 
-def _usd(value: Any) -> str:
-    return format_usd(Decimal(str(value)))
-
-
 def _pct(value: float) -> str:
     return f"{value * 100:.1f}%"
 
@@ -39,7 +35,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
     totals = data["totals"]
     period = data.get("period") or {}
     sources = ", ".join(f"{i['file']} ({i['records']:,} records)" for i in data["inputs"])
-    head = (f"[bold]{_usd(totals['cost_usd'])}[/] over {totals['requests']:,} priced requests"
+    head = (f"[bold]{format_usd(totals['cost_usd'])}[/] over {totals['requests']:,} priced requests"
             f"  ·  {period.get('first') or '?'} → {period.get('last') or '?'}\n{escape(sources)}")
     if totals["malformed"] or totals["errors"]:
         head += (f"\n[yellow]{totals['malformed']:,} malformed or unpriced line(s) skipped[/]"
@@ -53,13 +49,13 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
         split.add_column(col, justify="right" if col else "left")
     tokens, breakdown, whole = totals["tokens"], totals["breakdown"], Decimal(totals["cost_usd"]) or Decimal(1)
     split.add_row("[bold]input side[/]", f"{sum(v for k, v in tokens.items() if k != 'output'):,}",
-                  _usd(totals["input_cost_usd"]), _pct(float(Decimal(totals["input_cost_usd"]) / whole)))
+                  format_usd(totals["input_cost_usd"]), _pct(float(Decimal(totals["input_cost_usd"]) / whole)))
     for name in ("input", "cache_write_5m", "cache_write_1h", "cache_read"):
-        split.add_row(f"  {name}", f"{tokens[name]:,}", _usd(breakdown[name]), "")
-    split.add_row("[bold]output[/]", f"{tokens['output']:,}", _usd(totals["output_cost_usd"]),
+        split.add_row(f"  {name}", f"{tokens[name]:,}", format_usd(breakdown[name]), "")
+    split.add_row("[bold]output[/]", f"{tokens['output']:,}", format_usd(totals["output_cost_usd"]),
                   _pct(float(Decimal(totals["output_cost_usd"]) / whole)))
     if Decimal(breakdown["batch_discount"]):
-        split.add_row("  batch discount (in the lines above)", "", _usd(breakdown["batch_discount"]), "")
+        split.add_row("  batch discount (in the lines above)", "", format_usd(breakdown["batch_discount"]), "")
     console.print(split)
 
     models = Table(title="By model", title_justify="left")
@@ -68,14 +64,14 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
     for row in data["by_model"][:top]:
         b = row["breakdown"]
         inp = sum(Decimal(b[k]) for k in ("input", "cache_write_5m", "cache_write_1h", "cache_read"))
-        models.add_row(row["model"], f"{row['requests']:,}", _usd(inp), _usd(b["output"]), _usd(row["cost_usd"]))
+        models.add_row(row["model"], f"{row['requests']:,}", format_usd(inp), format_usd(b["output"]), format_usd(row["cost_usd"]))
     console.print(models)
 
     fams = Table(title="Top templates by spend", title_justify="left")
     for col in ("family", "template", "requests", "cost", "share", "output share"):
         fams.add_column(col, justify="left" if col in ("family", "template") else "right", overflow="fold")
     for row in data["top_templates"][:top]:
-        fams.add_row(row["family"], escape(row["label"]), f"{row['requests']:,}", _usd(row["cost_usd"]),
+        fams.add_row(row["family"], escape(row["label"]), f"{row['requests']:,}", format_usd(row["cost_usd"]),
                      _pct(row["share"]), _pct(row["output_share"]))
     console.print(fams)
 
@@ -84,7 +80,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
         for col in ("day", "requests", "cost"):
             days.add_column(col, justify="left" if col == "day" else "right")
         for row in data["by_day"][-14:]:
-            days.add_row(row["day"], f"{row['requests']:,}", _usd(row["cost_usd"]))
+            days.add_row(row["day"], f"{row['requests']:,}", format_usd(row["cost_usd"]))
         console.print(days)
 
     cache = Table(title="Cache, per family", title_justify="left")
@@ -110,7 +106,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
                 where += f" offset {f['offset']}"
             lines = ", ".join(map(str, f["example_lines"]))
             console.print(f"  [bold]{f['cause']}[/] in [cyan]{escape(f['family'])}[/] at [magenta]{escape(where)}[/]"
-                          f" (lines {lines}; {f['requests']:,} requests, saving {_usd(f['saving_usd'])})")
+                          f" (lines {lines}; {f['requests']:,} requests, saving {format_usd(f['saving_usd'])})")
             console.print(f"    [dim]{escape(f['fix'])}[/]")
 
     if data["batch"]["families"]:
@@ -119,7 +115,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
             bt.add_column(col, justify="left" if col in ("family", "why") else "right")
         for row in data["batch"]["families"][:top]:
             bt.add_row(row["family"], f"{row['requests']:,}", ", ".join(f"{k} {v}" for k, v in row["reasons"].items()),
-                       _usd(row["cost_now_usd"]), _usd(row["cost_batched_usd"]), _usd(row["saving_usd"]))
+                       format_usd(row["cost_now_usd"]), format_usd(row["cost_batched_usd"]), format_usd(row["saving_usd"]))
         console.print(bt)
 
     if data["rightsize"]["candidates"]:
@@ -129,7 +125,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
                           overflow="fold")
         for row in data["rightsize"]["candidates"][:top]:
             rt.add_row(row["family"], row["model"], row["candidate_model"], "; ".join(row["reasons"]),
-                       _usd(row["cost_usd"]), _usd(row["cost_if_proven_usd"]), _usd(row["saving_if_proven_usd"]))
+                       format_usd(row["cost_usd"]), format_usd(row["cost_if_proven_usd"]), format_usd(row["saving_if_proven_usd"]))
         console.print(rt)
 
     savings = data["savings"]
@@ -138,15 +134,15 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
     for col in ("step", "saving", "spend after", "alone, on today's bill"):
         wf.add_column(col, justify="left" if col == "step" else "right")
     alone = {lv["lever"]: lv for lv in savings["levers"]}
-    wf.add_row("spend now", "", _usd(stacked["cost_before_usd"]), "")
+    wf.add_row("spend now", "", format_usd(stacked["cost_before_usd"]), "")
     for step in stacked["steps"]:
         name = LEVER_NAMES[step["lever"]] + (" [yellow](hypothesis)[/]" if step["hypothesis"] else "")
-        wf.add_row(name, "-" + _usd(step["saving_usd"]), _usd(step["cost_after_usd"]),
-                   _usd(alone[step["lever"]]["saving_usd"]))
+        wf.add_row(name, "-" + format_usd(step["saving_usd"]), format_usd(step["cost_after_usd"]),
+                   format_usd(alone[step["lever"]]["saving_usd"]))
     console.print(wf)
-    console.print(f"  proven levers: [bold]{_usd(stacked['saving_usd'])}[/] saved, "
+    console.print(f"  proven levers: [bold]{format_usd(stacked['saving_usd'])}[/] saved, "
                   f"[bold]{stacked['blended_saving_pct']:.1f}%[/] blended; with right-size hypotheses: "
-                  f"{_usd(stacked['with_hypotheses']['saving_usd'])} ({stacked['with_hypotheses']['blended_saving_pct']:.1f}%)")
+                  f"{format_usd(stacked['with_hypotheses']['saving_usd'])} ({stacked['with_hypotheses']['blended_saving_pct']:.1f}%)")
     console.print("  [dim]assumptions:[/]")
     for text in savings["assumptions"]:
         console.print(f"  [dim]- {escape(text)}[/]")
@@ -182,9 +178,9 @@ def print_audit(report: Any, console: Console | None = None, *, limit: int = 8) 
     totals = data["totals"]
     whole = Decimal(totals["cost_usd"])
     share = (lambda part: _pct(float(Decimal(part) / whole)) if whole else "0.0%")
-    line = (f"[bold]{_usd(totals['cost_usd'])}[/] over {totals['requests']:,} priced requests: "
-            f"input side {_usd(totals['input_cost_usd'])} ({share(totals['input_cost_usd'])}), "
-            f"output {_usd(totals['output_cost_usd'])} ({share(totals['output_cost_usd'])})")
+    line = (f"[bold]{format_usd(totals['cost_usd'])}[/] over {totals['requests']:,} priced requests: "
+            f"input side {format_usd(totals['input_cost_usd'])} ({share(totals['input_cost_usd'])}), "
+            f"output {format_usd(totals['output_cost_usd'])} ({share(totals['output_cost_usd'])})")
     if totals["malformed"]:
         first = data["malformed"][0] if data["malformed"] else None
         line += f"\n[yellow]{totals['malformed']:,} line(s) skipped[/]" + (
@@ -198,7 +194,7 @@ def print_audit(report: Any, console: Console | None = None, *, limit: int = 8) 
         for col in ("lever", "family", "cause", "where", "lines", "requests", "saving"):
             table.add_column(col, justify="right" if col in ("requests", "saving") else "left", overflow="fold")
         for f in findings[:limit]:
-            saving = _usd(f["saving_usd"]) + (" if proven" if f.get("hypothesis") else "")
+            saving = format_usd(f["saving_usd"]) + (" if proven" if f.get("hypothesis") else "")
             table.add_row(LEVER_NAMES[f["lever"]], escape(f["family"]), f["cause"], escape(_where(f)),
                           ", ".join(map(str, f["example_lines"][:2])), f"{f['requests']:,}", saving)
         console.print(table)
@@ -209,12 +205,12 @@ def print_audit(report: Any, console: Console | None = None, *, limit: int = 8) 
 
     savings = data["savings"]
     stacked = savings["stacked"]
-    alone = ", ".join(f"{LEVER_NAMES[lv['lever']]} {_usd(lv['saving_usd'])}"
+    alone = ", ".join(f"{LEVER_NAMES[lv['lever']]} {format_usd(lv['saving_usd'])}"
                       + (" (hypothesis)" if lv.get("hypothesis") else "") for lv in savings["levers"])
-    steps = " → ".join(f"{LEVER_NAMES[s['lever']]} {_usd(s['cost_after_usd'])}" for s in stacked["steps"])
+    steps = " → ".join(f"{LEVER_NAMES[s['lever']]} {format_usd(s['cost_after_usd'])}" for s in stacked["steps"])
     hyp = stacked["with_hypotheses"]
     console.print(f"Each lever alone on today's bill: {alone} (these overlap; they do not add up).")
-    console.print(f"Stacked: {_usd(stacked['cost_before_usd'])} → {steps}. Proven levers save "
-                  f"[bold]{_usd(stacked['saving_usd'])}[/] ({stacked['blended_saving_pct']:.1f}% blended); with the "
-                  f"right-size hypothesis {_usd(hyp['saving_usd'])} ({hyp['blended_saving_pct']:.1f}%), which "
+    console.print(f"Stacked: {format_usd(stacked['cost_before_usd'])} → {steps}. Proven levers save "
+                  f"[bold]{format_usd(stacked['saving_usd'])}[/] ({stacked['blended_saving_pct']:.1f}% blended); with the "
+                  f"right-size hypothesis {format_usd(hyp['saving_usd'])} ({hyp['blended_saving_pct']:.1f}%), which "
                   "`parity prove` must confirm first.")

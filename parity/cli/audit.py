@@ -95,7 +95,7 @@ def cache_diff_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the diagnosis as JSON."),
 ) -> None:
     """Could request B read the prompt cache request A wrote? If not: the block, the offset and the cause."""
-    from parity.audit.cache import cache_diff
+    from parity.audit.cache_diff import cache_diff
 
     result = cache_diff(_load_request(a), _load_request(b))
     if json_out is not None:

@@ -13,7 +13,9 @@ from rich.table import Table
 from parity.cli.app import app, console, err_console
 from parity.errors import InputError
 from parity.exchange import read_jsonl
+from parity.readers import is_otlp_document
 from parity.tokens import ESTIMATE_LABEL, Recount, TokenCounter, recount, sample_lines
+from parity.report.tables import fit
 
 
 def classify(path: Path) -> tuple[str, Any]:
@@ -28,7 +30,7 @@ def classify(path: Path) -> tuple[str, Any]:
         head = None
     if isinstance(head, dict) and "request" in head:
         return "exchanges", read_jsonl(path)
-    if isinstance(head, dict) and ("resourceSpans" in head or "resource_spans" in head):
+    if is_otlp_document(head):
         return "otlp", read_otlp(path)
     text = path.read_text(encoding="utf-8", errors="replace")
     if text.lstrip().startswith("{"):
@@ -37,7 +39,7 @@ def classify(path: Path) -> tuple[str, Any]:
         except ValueError as exc:
             raise InputError(f"looks like JSON but does not parse ({exc}); fix it, or give a plain text file",
                              file=str(path)) from None
-        if isinstance(doc, dict) and ("resourceSpans" in doc or "resource_spans" in doc):
+        if is_otlp_document(doc):
             return "otlp", read_otlp(path)
         if isinstance(doc, dict) and isinstance(doc.get("request"), dict):
             return "request", doc["request"]
@@ -115,7 +117,7 @@ def count_command(
             diff = "" if r.difference is None else f"{r.difference:+,}"
             logged = "" if r.logged_input_tokens is None else f"{r.logged_input_tokens:,}"
             table.add_row(str(r.line), r.model, f"{r.input_tokens:,}", logged, diff)
-        console.print(table)
+        console.print(fit(table, console))
         if summary.get("compared"):
             console.print(
                 f"compared {summary['compared']}: counted {summary['total_counted']:,} vs logged "

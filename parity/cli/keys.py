@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from parity.cli.app import app, console
+from parity.report.tables import fit
 
 keys_app = typer.Typer(help="Manage the gateway's client keys (`parity serve --keys FILE`).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -39,7 +40,7 @@ def list_keys(keys: str = KEYS_OPTION) -> None:
     for key in KeyStore(keys).list():
         table.add_row(key.id, key.name, key.created_at, key.budget_usd or "-",
                       str(key.rate_limit_rpm or "-"), "active" if key.active else f"revoked {key.revoked_at}")
-    console.print(table)
+    console.print(fit(table, console))
 
 
 @keys_app.command("revoke")

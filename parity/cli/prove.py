@@ -23,9 +23,11 @@ from rich.table import Table
 
 from parity.cli.app import app, console, err_console
 from parity.errors import InputError, ParityError
-from parity.proof import certificate as certs
-from parity.proof.data import SPLIT_BYS, TaskData, load_emulator_family, load_jsonl, load_ledger
+from parity.proof.data import SPLIT_BYS, TaskData, load_jsonl, load_ledger
+from parity.emulator.workloads import load_emulator_family
 from parity.proof.runner import SCORINGS, Event, ProveConfig, prove
+from parity.pricing import format_usd
+from parity.report.tables import fit
 
 VERDICT_STYLE = {"switch": "bold green", "do_not_switch": "bold red", "inconclusive": "bold yellow"}
 
@@ -208,19 +210,19 @@ def _print_outcome(outcome: Any, directory: Path) -> None:
         style = VERDICT_STYLE.get(cand["verdict"], "")
         table.add_row(cand["model"], f"[{style}]{cand['verdict']}[/]", cand["stopped_by"], str(cand["n_used"]),
                       _fmt(result.get("estimate")), _fmt(result.get("lower_bound")), _fmt(result.get("threshold")),
-                      certs._money(cand.get("cost_per_request")))
-    console.print(table)
+                      format_usd(cand.get("cost_per_request")))
+    console.print(fit(table, console))
     decision = cert["decision"]
     console.print(f"[{VERDICT_STYLE.get(decision['verdict'], '')}]{escape(decision['summary'])}[/]")
     for warning in cert.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     cost = cert["cost"]
     net = cost.get("net_candidate_per_request")
-    routing = (f" ({certs._money(net)} with fallbacks at {float(cost['fallback_rate'] or 0):.1%} and the drift "
+    routing = (f" ({format_usd(net)} with fallbacks at {float(cost['fallback_rate'] or 0):.1%} and the drift "
                f"watch's {float(cost['shadow_rate']):.0%} sample)") if net is not None else ""
-    console.print(f"baseline {certs._money(cost['baseline_per_request'])}/request → after "
-                  f"{certs._money(cost['candidate_per_request'])}/request{routing}; projected monthly saving "
-                  f"{certs._money(cost['projected_monthly_saving'])}; this proof cost {certs._money(cost['proof']['spent'])}"
+    console.print(f"baseline {format_usd(cost['baseline_per_request'])}/request → after "
+                  f"{format_usd(cost['candidate_per_request'])}/request{routing}; projected monthly saving "
+                  f"{format_usd(cost['projected_monthly_saving'])}; this proof cost {format_usd(cost['proof']['spent'])}"
                   f" ({outcome.network_calls} calls sent)")
     console.print(f"certificate {cert['id']}: {outcome.certificate_path}")
     if outcome.html_path:

@@ -67,26 +67,29 @@ def serve(
 
     if state_dir is None and policy is not None:
         state_dir = str(Path(policy).with_suffix(".state"))
-    config = GatewayConfig(
-        upstream=upstream, policy_path=policy, ledger_url=None if ledger == "off" else ledger, keys_path=keys,
-        redact=redact,
+    settings = dict(
+        policy_path=policy, ledger_url=None if ledger == "off" else ledger, keys_path=keys, redact=redact,
         public_base_url=public_url, stall_timeout_s=stall_timeout, candidate_timeout_s=candidate_timeout,
         read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries), state_dir=state_dir,
         http_client=http_client, signing_key_path=signing_key,
     )
+    in_process = upstream == "emulator"
+    if in_process:  # the emulator as the gateway's upstream transport: resolved here, never in the gateway
+        from parity.cli.emulate import _HideCutConnections, make_brain
+        from parity.emulator.service import Emulator
+        from parity.gateway.local import emulator_config
+
+        config = emulator_config(Emulator(brain=make_brain("simulated", 0)), **settings)
+        logging.getLogger("uvicorn.error").addFilter(_HideCutConnections())
+    else:
+        config = GatewayConfig(upstream=upstream, **settings)
     if otel_file is not None:
         from parity.gateway import otel
 
         otel.configure(otel.JsonlSpanExporter(otel_file))
-    if config.uses_emulator:
-        from parity.cli.emulate import _HideCutConnections, make_brain
-        from parity.emulator.service import Emulator
-
-        config.emulator = Emulator(brain=make_brain("simulated", 0))
-        logging.getLogger("uvicorn.error").addFilter(_HideCutConnections())
     gateway_app = create_gateway(config)
     base_url = f"http://{host}:{port}"
-    where = "the in-process emulator (simulated models, not Claude)" if config.uses_emulator else upstream
+    where = "the in-process emulator (simulated models, not Claude)" if in_process else upstream
     console.print(f"[bold]Parity gateway[/] on [cyan]{base_url}[/] → {where}")
     gateway = gateway_app.state.gateway
     if gateway.tasks.policy.tasks:
@@ -99,7 +102,7 @@ def serve(
     console.print(f"  ledger: {ledger or 'off'}   keys: {keys or 'any client key accepted'}   metrics: {base_url}/metrics"
                   + (f"   spans: {otel_file}" if otel_file else ""))
     console.print(f"Point clients at it: export ANTHROPIC_BASE_URL={base_url}")
-    if not config.uses_emulator and not config.resolved_upstream_key():
+    if not in_process and not config.resolved_upstream_key():
         console.print("  no upstream key set (PARITY_UPSTREAM_API_KEY): each client's own key is forwarded")
     uvicorn.run(gateway_app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=int(os.environ.get("PARITY_SHUTDOWN_S", "10")))

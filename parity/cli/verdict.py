@@ -20,6 +20,7 @@ from rich.table import Table
 from parity.cli.app import app, console, err_console
 from parity.errors import InputError
 from parity.proof.sequential import METHODS, MODES, SequentialResult, run_sequential
+from parity.report.tables import fit
 
 _FIELDS = {
     "paired-gold": ("baseline_correct", "candidate_correct"),
@@ -168,7 +169,7 @@ def verdict_command(
     except InputError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
-    console.print(render_summary(result, str(pairs), int(xs.size)))
+    console.print(fit(render_summary(result, str(pairs), int(xs.size)), console))
     if json_out is not None:
         payload = {"source": str(pairs), "observations": int(xs.size), **result.to_dict()}
         json_out.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -23,6 +23,8 @@ from parity.errors import ParityError
 from parity.files import write_atomic
 from parity.proof import certificate as certs
 from parity.proof import signing
+from parity.report.certificate_html import num
+from parity.report.tables import fit
 
 
 def _fail(exc: ParityError) -> typer.Exit:
@@ -53,8 +55,8 @@ def verify_command(
         table.add_column(col)
     for check in result.candidates:
         table.add_row(check.model, check.stored_verdict, check.recomputed_verdict, str(check.stored_n),
-                      str(check.recomputed_n), certs._num(check.estimate))
-    console.print(table)
+                      str(check.recomputed_n), num(check.estimate))
+    console.print(fit(table, console))
     if result.hypothesis:
         console.print(f"hypothesis: {escape(result.hypothesis)}", highlight=False)
     if result.simulated:

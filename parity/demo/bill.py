@@ -13,6 +13,7 @@ from parity.audit.cost import CostAcc, Pricer, usage_counts
 from parity.demo.pipeline import SIMULATED, Recorded
 from parity.exchange import Exchange
 from parity.pricing import CostBreakdown, format_usd
+from parity.report.tables import fit
 
 CATEGORIES = (("input", "input"), ("5-minute cache writes", "cache_write_5m"), ("1-hour cache writes", "cache_write_1h"),
               ("cache reads", "cache_read"), ("output", "output"), ("batch discount", "batch_discount"))
@@ -70,7 +71,7 @@ def print_bill(console: Console, title: str, the_bill: Bill) -> None:
     for label, attr in CATEGORIES:
         table.add_row(label, *[usd(getattr(c, attr)) for c, _ in columns])
     table.add_row("[bold]total[/]", *[f"[bold]{usd(c.total)}[/]" for c, _ in columns])
-    console.print(table)
+    console.print(fit(table, console))
     tokens = the_bill.tokens
     ratio = the_bill.cache_hit_ratio
     console.print(
@@ -93,4 +94,4 @@ def print_cache_comparison(console: Console, recorded: Recorded, pricer: Pricer)
         ratio = part.cache_hit_ratio
         table.add_row(label, str(part.requests), f"{t['cache_read']:,}", f"{t['cache_write_5m'] + t['cache_write_1h']:,}",
                       "n/a" if ratio is None else f"{ratio:.1%}", usd(part.total.total))
-    console.print(table)
+    console.print(fit(table, console))

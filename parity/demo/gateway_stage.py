@@ -27,6 +27,7 @@ from parity.exchange import Exchange
 from parity.gateway.local import LocalGateway
 from parity.ledger.reader import LedgerRow
 from parity.policy import Policy
+from parity.report.tables import fit
 
 
 @dataclass
@@ -95,7 +96,7 @@ def print_next_day(console: Console, day: NextDay) -> None:
                   usd(day.before.total.total), "0%")
     table.add_row("after (gateway)", f"{answered:,}", f"{day.after.requests:,}", usd(day.after.total.total),
                   f"{haiku / answered:.0%}" if answered else "n/a")
-    console.print(table)
+    console.print(fit(table, console))
     drift_cost = bill(r.exchange for r in day.rows if r.route == "shadow").total.total
     answering = day.after.total.total - drift_cost
     saved = day.before.total.total - answering

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from parity import workloads
+from parity.emulator import workloads
 from parity.emulator.clock import ManualClock
 from parity.exchange import Exchange
 from parity.wrap import flush, tagged, wrap

@@ -22,6 +22,7 @@ from parity.emulator.service import Emulator
 from parity.policy import Policy, TaskPolicy, save_policy
 from parity.proof.data import items_from_exchanges
 from parity.proof.runner import Event, ProveConfig, ProveOutcome, prove
+from parity.report.tables import fit
 
 CANDIDATE = "claude-haiku-4-5"
 TASKS = ("ticket_triage", "refund_calc")
@@ -95,7 +96,7 @@ def print_proofs(console: Console, proofs: Proofs) -> None:
                       _money(cost.get("baseline_per_request")),
                       _money(cand.get("cost_per_request")) if verdict == "switch" else "stays",
                       _money(cost.get("projected_monthly_saving")), _money(cost["proof"]["spent"]))
-    console.print(table)
+    console.print(fit(table, console))
     for task, outcome in proofs.outcomes.items():
         console.print(f"  {task}: {escape(outcome.certificate['decision']['summary'])}")
         if outcome.html_path is not None:

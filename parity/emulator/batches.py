@@ -25,9 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from parity.api.body import read_json
+from parity.api.errors import APIError, invalid
+from parity.api.ids import PREFIXES, new_id, request_id
 from parity.emulator.clock import Clock
-from parity.emulator.errors import APIError, invalid
-from parity.emulator.ids import PREFIXES, new_id, request_id
+from parity.emulator.context import request_context
 from parity.exchange import format_time
 
 log = logging.getLogger(__name__)
@@ -446,15 +448,12 @@ def routes(emulator: Any) -> list[BaseRoute]:
     already checked the headers and built the RequestContext; an APIError raised here becomes the error envelope.
     Store calls run in a worker thread: settling a large batch runs every request through `create_message`.
     """
-    from parity.emulator import validation
-    from parity.emulator.server import read_body, request_context
-
     def store() -> BatchStore:
         return emulator.batches  # looked up per request, so a reconfigured or replaced store takes effect
 
     async def create(request: Request) -> Response:
         limit = store().max_body_bytes
-        body = validation.parse_json_body(await read_body(request, limit), limit=limit)
+        body = await read_json(request, limit)
         return JSONResponse(await run_in_threadpool(store().create, body, request_context(request)))
 
     async def list_batches(request: Request) -> Response:

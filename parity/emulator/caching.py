@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from parity.api.errors import APIError, invalid
 from parity.emulator.clock import Clock
-from parity.emulator.errors import APIError, invalid
 from parity.prompt import DEFAULT_TTL, TTL_SECONDS, Breakpoint, RenderedPrompt, automatic_target, breakpoints
 
 MAX_BREAKPOINTS = 4

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from parity.emulator.errors import APIError, invalid
+from parity.api.errors import APIError, invalid
 from parity.errors import InputError
 
 FAULT_KINDS = ("rate_limit", "server_error", "overloaded", "timeout", "cut_stream", "stall", "malformed_json")

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from parity import catalog
-from parity.emulator.errors import APIError, invalid
+from parity.api.errors import APIError, invalid
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000

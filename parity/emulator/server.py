@@ -21,56 +21,33 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from parity.emulator import ids, models_api, validation
-from parity.emulator.errors import APIError
+from parity.api import ids
+from parity.api.body import read_json
+from parity.api.errors import APIError
+from parity.api.handlers import api_error_handler, error_response, http_error_handler, unexpected_handler
+from parity.emulator import models_api, validation
 from parity.emulator.faults import Fault, requested_fault
-from parity.emulator.service import DEFAULT_WORKSPACE, RequestContext
+from parity.emulator.context import CTX_KEY, DEFAULT_WORKSPACE, RequestContext, request_context
 from parity.emulator.streaming import message_events
 
 if TYPE_CHECKING:
-    from parity.emulator.service import Emulator, Prepared
+    from parity.emulator.core import EmulatorCore as Emulator
+    from parity.emulator.core import Prepared
 
 log = logging.getLogger(__name__)
 
-CTX_KEY = "parity_ctx"
 FAULT_KEY = "parity_fault"
 _STATUS_FAULTS = ("rate_limit", "server_error", "overloaded")
 _SCHEDULED_ROUTES = {("POST", "/v1/messages")}
+_BUG = "Internal server error (the emulator failed; see its log)"
 
 
 class CutConnection(Exception):
     """Raised after the response started, on purpose: the server drops the connection (a `cut_stream` fault)."""
 
 
-def request_context(request: Request) -> RequestContext:
-    """The RequestContext the middleware attached to this request (for routes, including the batch routes)."""
-    return request.scope["state"][CTX_KEY]
-
-
 def request_fault(request: Request) -> Fault | None:
     return request.scope["state"].get(FAULT_KEY)
-
-
-async def read_body(request: Request, limit: int = validation.MAX_BODY_BYTES) -> bytes:
-    """The raw body, refusing (413) as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise validation.too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise validation.too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_json(request: Request, limit: int = validation.MAX_BODY_BYTES) -> Any:
-    return validation.parse_json_body(await read_body(request, limit), limit=limit)
-
-
-def error_response(error: APIError, request_id: str) -> JSONResponse:
-    return JSONResponse(error.body(request_id), status_code=error.status, headers=error.headers)
 
 
 # ---- routes --------------------------------------------------------------------------------------------------------
@@ -218,7 +195,7 @@ class APIMiddleware:
             if started:
                 raise
             log.exception("emulator bug answering %s %s", scope.get("method"), scope.get("path"))
-            error = APIError(500, "Internal server error (the emulator failed; see its log)")
+            error = APIError(500, _BUG)
             await error_response(error, request_id)(scope, receive, send_with_headers)
 
 
@@ -276,42 +253,26 @@ def _base_url(scope: dict, headers: Headers) -> str:
 # ---- the app -------------------------------------------------------------------------------------------------------
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 500)
-    if status == 404:
-        error = APIError(404, f"Not found: {request.method} {request.url.path} is not an endpoint of this API")
-    elif status == 405:
-        error = APIError(
-            405,
-            f"Method {request.method} is not allowed on {request.url.path}",
-            type="invalid_request_error",
-        )
-    else:
-        error = APIError(status, str(getattr(exc, "detail", "")) or "Request failed")
-    return error_response(
-        error, request_context(request).request_id if CTX_KEY in request.scope.get("state", {}) else ids.request_id()
-    )
+def _request_id(request: Request) -> str:
+    """The request id the middleware assigned (a fresh one for a request it never saw)."""
+    return request_context(request).request_id if CTX_KEY in request.scope.get("state", {}) else ids.request_id()
+
+
+def _cut(request: Request, exc: Exception) -> Response | None:
+    if isinstance(exc, CutConnection):
+        return Response(status_code=200)  # never sent: the response has started and the connection is dropped
+    return None
 
 
 def build_app(emulator: Emulator) -> APIMiddleware:
     """The emulator's ASGI app: routes of reference §1.5 behind `APIMiddleware`."""
     app = Starlette(
         routes=_routes(emulator),
-        exception_handlers={HTTPException: _http_error, APIError: _api_error, Exception: _unexpected},
+        exception_handlers={
+            HTTPException: http_error_handler(_request_id),
+            APIError: api_error_handler(_request_id),
+            Exception: unexpected_handler(_BUG, log, what="emulator bug", request_id_of=_request_id, not_a_bug=_cut),
+        },
     )
     app.router.redirect_slashes = False  # /v1/messages/ is a 404 envelope, not a redirect the SDK won't follow
     return APIMiddleware(app, emulator)
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, APIError)
-    return error_response(exc, request_context(request).request_id)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    """A bug in the emulator: logged with its traceback, answered as the API answers its own failures."""
-    if isinstance(exc, CutConnection):
-        return Response(status_code=200)  # never sent: the response has started and the connection is dropped
-    log.error("emulator bug answering %s %s", request.method, request.url.path, exc_info=exc)
-    error = APIError(500, "Internal server error (the emulator failed; see its log)")
-    return error_response(error, request_context(request).request_id)

@@ -8,7 +8,6 @@ the body's shape before the model is looked up, then what depends on the model.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Collection, Mapping
@@ -16,15 +15,16 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 import jsonschema
+from anthropic.types import AnthropicBetaParam
 
-from parity.emulator.errors import APIError, invalid
+from parity.api.errors import APIError, invalid
+from parity.api.headers import api_key_of
 
 # ---- versions, betas, limits -----------------------------------------------------------------------------------
 
 LEGACY_VERSION = "2023-06-01"
 NEW_VERSION = "2026-10-21"
 SUPPORTED_VERSIONS = (LEGACY_VERSION, NEW_VERSION)
-MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_MESSAGES = 100_000
 MIN_THINKING_BUDGET = 1024
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -49,15 +49,10 @@ _BETAS_OUTSIDE_THE_SDK = (
 
 def _sdk_betas() -> frozenset[str]:
     """The beta names the installed SDK knows (its `AnthropicBetaParam` literal), so the two never drift apart."""
-    try:
-        from anthropic.types import AnthropicBetaParam
-
-        names: set[str] = set()
-        for arg in get_args(AnthropicBetaParam):
-            names.update(a for a in get_args(arg) if isinstance(a, str))
-        return frozenset(names)
-    except Exception:  # an SDK without the type: fall back to the names listed here
-        return frozenset()
+    names: set[str] = set()
+    for arg in get_args(AnthropicBetaParam):
+        names.update(a for a in get_args(arg) if isinstance(a, str))
+    return frozenset(names)
 
 
 KNOWN_BETAS: frozenset[str] = _sdk_betas() | frozenset(_BETAS_OUTSIDE_THE_SDK)
@@ -108,18 +103,6 @@ class HeaderInfo:
     betas: tuple[str, ...]
 
 
-def api_key_of(headers: Mapping[str, str]) -> str | None:
-    """`x-api-key`, else `Authorization: Bearer` (SDK ≤1.x sends the first, 2.x the second; x-api-key wins)."""
-    key = headers.get("x-api-key")
-    if key is not None and key.strip():
-        return key.strip()
-    auth = headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
-
-
 def check_headers(headers: Mapping[str, str], *, api_keys: Collection[str] | None = None) -> HeaderInfo:
     """401 without a credential (or with one not in `api_keys`), 400 for a missing/unknown version or beta name."""
     key = api_key_of(headers)
@@ -151,34 +134,6 @@ def parse_betas(value: str) -> tuple[str, ...]:
 
 
 # ---- body --------------------------------------------------------------------------------------------------------
-
-
-def too_large(limit: int = MAX_BODY_BYTES) -> APIError:
-    return APIError(
-        413,
-        f"Request exceeds the maximum allowed number of bytes ({limit:,}); send a smaller request",
-        type="request_too_large",
-    )
-
-
-def parse_json_body(raw: bytes, *, limit: int = MAX_BODY_BYTES) -> Any:
-    """The decoded JSON body; 413 above `limit` bytes, 400 for anything that is not JSON."""
-    if len(raw) > limit:
-        raise too_large(limit)
-    if not raw.strip():
-        raise invalid("The request body is empty; send a JSON object (content-type: application/json)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise invalid(f"The request body is not valid UTF-8 (byte {exc.start}); send UTF-8 encoded JSON") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise invalid(f"The request body is not valid JSON: {exc}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def require_object(body: Any) -> dict[str, Any]:

@@ -17,20 +17,26 @@ the same silently (landscape §7 item 2). What `apply` changes, and only where m
   `parity.fingerprint.DATE_TIME` / `ID_LIKE`): such a value changes per request and re-writes the cache.
 
 The analysis of a prefix is memoised on its bytes: a task's prefix is stable by definition, so the request path
-pays one dictionary lookup per request after the first.
+pays one dictionary lookup per request after the first. `CacheHygiene` is what the gateway holds: `apply` for the
+tasks whose policy opted in, the request unchanged for the others.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from parity import pricing
 from parity import prompt as prompts
-from parity.audit.cache import suggest_breakpoint
+from parity.audit.cache_diagnosis import suggest_breakpoint
 from parity.fingerprint import DATE_TIME, ID_LIKE
+from parity.policy import TaskPolicy
+
+log = logging.getLogger("parity.gateway")
 
 MAX_BREAKPOINTS = 4
 DEFAULT_TTL = "5m"
@@ -92,6 +98,27 @@ def apply(request: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return _mark(fixed, plan.target, control), warnings
 
 
+class CacheHygiene:
+    """Cache hygiene on the gateway's request path: `fix` (default `apply`) for a task whose policy opted in
+    (`cache_hygiene: true`), its warnings logged; a failure sends the request unchanged, never an error."""
+
+    def __init__(self, fix: Callable[[dict[str, Any]], tuple[dict[str, Any], list[str]]] = apply):
+        self.fix = fix
+
+    def __call__(self, request: dict[str, Any], policy: TaskPolicy) -> dict[str, Any]:
+        """`request` with hygiene applied when `policy` opted in; `request` itself otherwise."""
+        if not policy.cache_hygiene:
+            return request
+        try:
+            fixed, warnings = self.fix(request)
+        except Exception:
+            log.exception("cache hygiene failed for task %s; sending the request unchanged", policy.task)
+            return request
+        for warning in warnings:
+            log.warning("task %s: %s", policy.task, warning)
+        return fixed
+
+
 def _key_orders(value: Any) -> Any:
     """Key order is invisible to `==`; this makes it visible (a canonical list differs from the original)."""
     if isinstance(value, Mapping):
@@ -135,8 +162,6 @@ def _analyse(prefix: Mapping[str, Any]) -> _PrefixPlan:
 def _minimum(model: Any) -> int | None:
     if not isinstance(model, str):
         return None
-    from parity import pricing
-
     try:
         return pricing.min_cacheable_tokens(model)
     except Exception:  # unknown model: do not guess its minimum; the breakpoint costs nothing if unused
@@ -196,4 +221,4 @@ def _mark(request: dict[str, Any], path: str, control: dict[str, Any]) -> dict[s
     return {**request, "tools": tools}
 
 
-__all__ = ["apply", "canonical", "fix_tools"]
+__all__ = ["CacheHygiene", "apply", "canonical", "fix_tools"]

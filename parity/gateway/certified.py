@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parity import catalog
 from parity.errors import ParityError
 from parity.policy import Demo, TaskPolicy, TunedPrompt
 
@@ -117,7 +119,7 @@ def route_problem(entry: TaskPolicy, *, signing_key: SigningKey | None = None,
                 f"{cert.get('id')}; point the entry at the certificate it was written from, or {redo}")
     if cert.get("task") != task:
         return f"certificate_other_task: {path} is about task {cert.get('task')!r}, not {task!r}; {redo}"
-    if not _same_model(entry.baseline_model, str(cert.get("baseline_model"))):
+    if not same_model(entry.baseline_model, str(cert.get("baseline_model"))):
         return (f"certificate_other_baseline: {path} compares against {cert.get('baseline_model')!r}, but the route's "
                 f"baseline is {entry.baseline_model!r}; {redo}")
     chosen = (cert.get("decision") or {}).get("candidate")
@@ -172,15 +174,15 @@ def _stored_prompt_hash(candidate: dict[str, Any]) -> str | None:
         return None
 
 
-def _same_model(a: str, b: str) -> bool:
-    if a == b:
+@lru_cache(maxsize=512)
+def same_model(requested: str, baseline: str) -> bool:
+    """Is `requested` the `baseline` model (dated aliases included)? An unknown model is no other model."""
+    if requested == baseline:
         return True
-    from parity import catalog
-
     try:
-        return catalog.resolve(a) == catalog.resolve(b)
-    except ParityError:
+        return catalog.resolve(requested) == catalog.resolve(baseline)
+    except Exception:
         return False
 
 
-__all__ = ["REASONS", "certificate_path", "reason_code", "route_problem"]
+__all__ = ["REASONS", "certificate_path", "reason_code", "route_problem", "same_model"]

@@ -1,10 +1,11 @@
 """Everything `parity serve` is told, in one record; `create_gateway(config)` builds the app from it.
 
-The upstream is the real API (`https://api.anthropic.com`) unless told otherwise; `"emulator"` runs the local
-emulator in-process (no socket, no key). The upstream key comes from `upstream_key`, else the environment
-(`PARITY_UPSTREAM_API_KEY`, then `ANTHROPIC_API_KEY`). Without one, and without a keys file, each client's own
-credential is forwarded (a transparent proxy); with a keys file an upstream key is required, because gateway
-keys never leave the gateway.
+The upstream is the real API (`https://api.anthropic.com`) unless told otherwise: any http(s) base URL, reached
+through `transport` when one is given (an httpx2 async transport; this is how the CLI and `LocalGateway` put the
+emulator in-process, as httpx users pass `ASGITransport(app)`). The upstream key comes from `upstream_key`, else
+the environment (`PARITY_UPSTREAM_API_KEY`, then `ANTHROPIC_API_KEY`). Without one, and without a keys file, each
+client's own credential is forwarded (a transparent proxy); with a keys file an upstream key is required, because
+gateway keys never leave the gateway.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
+
+from parity.api.body import MAX_BODY_BYTES
 from parity.errors import InputError
 from parity.gateway.retry import RetryPolicy
 from parity.gateway.upstream import DEFAULT_UPSTREAM
+from parity.policy import Policy
 
 UPSTREAM_KEY_ENV = ("PARITY_UPSTREAM_API_KEY", "ANTHROPIC_API_KEY")
 
@@ -27,7 +32,8 @@ class GatewayConfig:
     `read_timeout_s`: the longest wait for upstream bytes (a whole non-streaming answer, or between stream
     chunks). `stall_timeout_s`: the longest silence tolerated from a *routed* candidate's stream (or the whole
     non-streaming candidate answer, `candidate_timeout_s`) before falling back to the baseline.
-    `emulator` / `transport`: an `Emulator` (for `upstream="emulator"`) or any httpx2 async transport (tests).
+    `transport`: the httpx2 async transport calls to `upstream` go through (default: the network, see
+    `http_client`); `upstream_name` is what /healthz calls the upstream (default: its URL).
     `policy`: a loaded `Policy` (else read from `policy_path`, re-read when the file changes).
     `signing_key_path`: the key file route certificates must be signed with (else PARITY_SIGNING_KEY_FILE or
     PARITY_SIGNING_KEY from the environment; with none, certificates are verified but signatures are not required).
@@ -36,7 +42,7 @@ class GatewayConfig:
     upstream: str = DEFAULT_UPSTREAM
     upstream_key: str | None = None
     policy_path: str | None = None
-    policy: Any = None
+    policy: Policy | None = None
     signing_key_path: str | None = None
     ledger_url: str | None = None
     keys_path: str | None = None
@@ -48,28 +54,20 @@ class GatewayConfig:
     candidate_timeout_s: float = 120.0
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 30.0
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES
     public_base_url: str | None = None
-    emulator: Any = None
-    transport: Any = None
+    transport: httpx2.AsyncBaseTransport | None = None
+    upstream_name: str | None = None
     shadow_seed: int | None = None
     http_client: str = "lean"  # "lean" (aiohttp, parity.gateway.aiohttp_transport) or "httpx" (httpx2's own)
     state_dir: str | None = None  # where drift rollbacks are kept across restarts (drift-<task>.json)
     drift_options: dict[str, Any] = field(default_factory=dict)  # DriftMonitor keywords (via, batch_size, ...)
     deferral_options: dict[str, Any] = field(default_factory=dict)  # DeferralQueue keywords (max_batch, ...)
 
-    @property
-    def uses_emulator(self) -> bool:
-        return self.upstream == "emulator"
-
     def resolved_upstream_key(self) -> str | None:
         """The key the gateway sends upstream (never a client's gateway key)."""
         if self.upstream_key:
             return self.upstream_key
-        if self.uses_emulator:
-            from parity.emulator.service import DEFAULT_API_KEY
-
-            return DEFAULT_API_KEY
         for name in UPSTREAM_KEY_ENV:
             value = os.environ.get(name)
             if value:
@@ -78,8 +76,8 @@ class GatewayConfig:
 
     def check(self) -> None:
         """Refuse settings that cannot work, saying what to change."""
-        if not self.uses_emulator and not self.upstream.startswith(("http://", "https://")):
-            raise InputError(f"must be an http(s) URL or 'emulator', got {self.upstream!r}", field="--upstream")
+        if not self.upstream.startswith(("http://", "https://")):
+            raise InputError(f"must be an http(s) URL such as {DEFAULT_UPSTREAM}, got {self.upstream!r}", field="--upstream")
         if self.keys_path and not self.resolved_upstream_key():
             raise InputError(
                 "a keys file is configured, so the gateway needs its own upstream key: set PARITY_UPSTREAM_API_KEY "

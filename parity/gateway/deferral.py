@@ -35,9 +35,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from parity import pricing
-from parity.emulator.errors import ERROR_TYPES, APIError
-from parity.emulator.ids import request_id as new_request_id
+from parity.api.errors import ERROR_TYPES, APIError
+from parity.api.handlers import error_response
+from parity.api.ids import request_id as new_request_id
 from parity.exchange import Exchange, format_time, json_dict
+from parity.ledger.writer import LedgerEntry
 
 log = logging.getLogger("parity.gateway")
 
@@ -49,6 +51,9 @@ DEFAULT_MAX_WAIT_S = 60.0
 DEFAULT_POLL_INTERVAL_S = 5.0
 DEFAULT_RETAIN_S = 24 * 3600.0
 _STATUS_OF_TYPE = {kind: status for status, kind in ERROR_TYPES.items()}
+
+Authenticate = Callable[[Request], "tuple[str | None, APIError | None]"]
+"""The gateway's key check: (gateway key id or None, the error to answer with or None)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -358,8 +363,6 @@ class DeferralQueue:
             except Exception:
                 log.exception("deferral: recording %s failed", item.id)
         elif self.ledger is not None:
-            from parity.ledger.writer import LedgerEntry
-
             tags = {"parity_deferred_id": item.id, "batch_id": batch_id}
             if item.task:
                 tags["task"] = item.task
@@ -396,45 +399,42 @@ class DeferralQueue:
             with contextlib.suppress(Exception):
                 await task
 
+    # ---- the gateway's own endpoints -------------------------------------------------------------------------
 
-Authenticate = Callable[[Request], "tuple[str | None, APIError | None]"]
+    def routes(self, authenticate: Authenticate | None = None) -> list[BaseRoute]:
+        """GET /v1/parity/deferred/{id} (poll one request) and GET /v1/parity/deferred (the queue's status).
 
+        `authenticate(request) -> (key id, error)`: the gateway's key check; a poll sees only its own key's requests."""
 
-def routes(queue: DeferralQueue, authenticate: Authenticate | None = None) -> list[BaseRoute]:
-    """GET /v1/parity/deferred/{id} (poll one request) and GET /v1/parity/deferred (the queue's status).
+        def denied(request: Request) -> tuple[str | None, JSONResponse | None]:
+            if authenticate is None:
+                return None, None
+            key_id, error = authenticate(request)
+            if error is None:
+                return key_id, None
+            return None, error_response(error, new_request_id())
 
-    `authenticate(request) -> (key id, error)`: the gateway's key check; a poll sees only its own key's requests."""
+        async def poll(request: Request) -> JSONResponse:
+            key_id, refused = denied(request)
+            if refused is not None:
+                return refused
+            rid = new_request_id()
+            status, body = await self.poll(request.path_params["deferred_id"], key_id)
+            if isinstance(body, dict) and body.get("type") == "error":
+                body = {**body, "request_id": rid}
+            headers = {"request-id": rid, "x-parity-route": "deferred"}
+            if status == 202:
+                headers["retry-after"] = str(max(1, int(self.poll_interval_s)))
+            return JSONResponse(body, status_code=status, headers=headers)
 
-    def denied(request: Request) -> tuple[str | None, JSONResponse | None]:
-        if authenticate is None:
-            return None, None
-        key_id, error = authenticate(request)
-        if error is None:
-            return key_id, None
-        rid = new_request_id()
-        return None, JSONResponse(error.body(rid), status_code=error.status, headers={**error.headers, "request-id": rid})
+        async def overview(request: Request) -> JSONResponse:
+            _, refused = denied(request)
+            return refused if refused is not None else JSONResponse(self.status())
 
-    async def poll(request: Request) -> JSONResponse:
-        key_id, refused = denied(request)
-        if refused is not None:
-            return refused
-        rid = new_request_id()
-        status, body = await queue.poll(request.path_params["deferred_id"], key_id)
-        if isinstance(body, dict) and body.get("type") == "error":
-            body = {**body, "request_id": rid}
-        headers = {"request-id": rid, "x-parity-route": "deferred"}
-        if status == 202:
-            headers["retry-after"] = str(max(1, int(queue.poll_interval_s)))
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    async def overview(request: Request) -> JSONResponse:
-        _, refused = denied(request)
-        return refused if refused is not None else JSONResponse(queue.status())
-
-    return [
-        Route(POLL_PATH, overview, methods=["GET"]),
-        Route(POLL_PATH + "/{deferred_id}", poll, methods=["GET"]),
-    ]
+        return [
+            Route(POLL_PATH, overview, methods=["GET"]),
+            Route(POLL_PATH + "/{deferred_id}", poll, methods=["GET"]),
+        ]
 
 
-__all__ = ["API_VERSION", "POLL_PATH", "Deferred", "DeferralQueue", "UpstreamCalls", "routes"]
+__all__ = ["API_VERSION", "POLL_PATH", "Authenticate", "Deferred", "DeferralQueue", "UpstreamCalls"]

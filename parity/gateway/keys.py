@@ -23,9 +23,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from parity.files import write_atomic
-from parity.emulator.errors import APIError
+from starlette.requests import Request
+
+from parity.api.errors import APIError
+from parity.api.headers import api_key_of
 from parity.errors import InputError
+from parity.files import write_atomic
 from parity.exchange import format_time
 
 KEY_PREFIX = "sk-parity-"
@@ -234,6 +237,40 @@ class KeyLimits:
                     )
                 self._buckets[key.id] = (tokens - 1.0, now)
         return None
+
+
+class KeyCheck:
+    """Who may call the gateway: with a keys file (`store`), a request must present an active gateway key (as
+    `x-api-key` or `Authorization: Bearer`); without one, every request may, unnamed.
+
+    Both checks answer (gateway key id or None, the API error to answer with or None)."""
+
+    def __init__(self, store: KeyStore | None, limits: KeyLimits):
+        self.store = store
+        self.limits = limits
+
+    def admit(self, request: Request) -> tuple[str | None, APIError | None]:
+        """A request to the API: the key's budget and rate limit apply."""
+        if self.store is None:
+            return None, None
+        key = self.store.authenticate(api_key_of(request.headers))
+        if key is None:
+            return None, _unauthorized()
+        return key.id, self.limits.admit(key)
+
+    def identify(self, request: Request) -> tuple[str | None, APIError | None]:
+        """A request to the gateway's own endpoints: only the key (reading a deferred answer already paid for, or
+        drift status, costs nothing)."""
+        if self.store is None:
+            return None, None
+        key = self.store.authenticate(api_key_of(request.headers))
+        if key is None:
+            return None, _unauthorized()
+        return key.id, None
+
+
+def _unauthorized() -> APIError:
+    return APIError(401, "invalid x-api-key: present a gateway key (`parity keys create`)")
 
 
 def spent_by_key(ledger_url: str) -> dict[str, Decimal]:

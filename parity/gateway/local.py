@@ -1,9 +1,10 @@
 """The gateway in-process, in front of the in-process emulator: what `parity demo`, notebooks and examples use.
 
 No socket, no port: the official SDK's client talks to the gateway's ASGI app through an in-process transport,
-and the gateway talks to the emulator the same way, exactly as `parity serve --upstream emulator` would over
-HTTP. After the run, `rows()` reads the ledger back with each exchange's route, reason and exact cost, and
-`fallbacks()` / `routes()` count what happened.
+and the gateway talks to the emulator the same way (`emulator_config`: the emulator's app as the gateway's
+upstream transport, which is also what `parity serve --upstream emulator` runs). This module sits above both, like
+the CLI and the demo; the rest of the gateway never names the emulator. After the run, `rows()` reads the ledger
+back with each exchange's route, reason and exact cost, and `fallbacks()` / `routes()` count what happened.
 
     with LocalGateway(emulator, policy=policy) as gw:
         client = gw.client()                       # anthropic.Anthropic, base_url = the gateway
@@ -23,14 +24,25 @@ from typing import Any
 import anthropic
 import httpx2
 
-from parity.emulator.service import Emulator
-from parity.emulator.transport import AsyncASGITransport, EventLoopThread, SyncASGITransport
+from parity.api.transport import AsyncASGITransport, EventLoopThread, SyncASGITransport
+from parity.emulator.service import DEFAULT_API_KEY, DEFAULT_BASE_URL, Emulator
 from parity.gateway.app import create_gateway
 from parity.gateway.config import GatewayConfig
 from parity.ledger.reader import LedgerRow, read_rows
 
 BASE_URL = "http://gateway.local"
 CLIENT_KEY = "sk-local-client"
+
+
+def emulator_config(emulator: Emulator, **options: Any) -> GatewayConfig:
+    """A `GatewayConfig` whose upstream is `emulator`, in-process: its ASGI app as the transport (unless `options`
+    give one), its base URL and its key (unless `options` give `upstream_key`), "emulator" on /healthz. Other
+    keywords go to `GatewayConfig`."""
+    if not options.get("upstream_key"):
+        options["upstream_key"] = DEFAULT_API_KEY
+    if options.get("transport") is None:
+        options["transport"] = emulator.async_transport()
+    return GatewayConfig(upstream=DEFAULT_BASE_URL, upstream_name="emulator", **options)
 
 
 class LocalGateway:
@@ -48,8 +60,8 @@ class LocalGateway:
             self._tmp = tempfile.TemporaryDirectory(prefix="parity-gateway-")
             ledger_url = str(Path(self._tmp.name) / "ledger.db")
         self.ledger_url = ledger_url
-        self.config = GatewayConfig(upstream="emulator", emulator=self.emulator, policy=policy,
-                                    policy_path=policy_path, ledger_url=ledger_url, **options)
+        self.config = emulator_config(self.emulator, policy=policy, policy_path=policy_path, ledger_url=ledger_url,
+                                      **options)
         self.app = create_gateway(self.config)
         self.gateway = self.app.state.gateway
         self._loop = EventLoopThread("parity-local-gateway")
@@ -146,4 +158,4 @@ class LocalGateway:
         await self.aclose()
 
 
-__all__ = ["LocalGateway"]
+__all__ = ["LocalGateway", "emulator_config"]

@@ -14,6 +14,11 @@ from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from parity.gateway.retry import CircuitBreaker
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -90,3 +95,12 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def routes(self, breaker: CircuitBreaker) -> list[BaseRoute]:
+        """GET /metrics: the Prometheus text, with `breaker`'s open circuits read at scrape time."""
+
+        async def metrics(request: Request) -> Response:
+            self.breakers(breaker.open_models(), set(breaker.open_models()))
+            return Response(self.render(), media_type=self.content_type)
+
+        return [Route("/metrics", metrics, methods=["GET"])]

@@ -1,11 +1,12 @@
 """What happened to each request, recorded off the request path: Exchange, exact cost, metrics, key spend, span.
 
 The request path only builds a `Record` (references to bytes and dicts it already has) and hands it over once
-the current event-loop step is done (so the answer is written to the client before the recorder thread wakes
-up and takes the GIL). One background thread does the rest: rebuilds a relayed stream into its Message, prices the usage exactly
-(`parity.pricing.cost`), updates the Prometheus counters and the key's spend, emits the OTel span when
-`parity.gateway.otel` is present, redacts prompts when asked, and hands the Exchange to the `LedgerWriter` (which
-has its own writer thread). A failure here is logged and counted, never raised into a request.
+the current event-loop step is done (so the answer is written to the client before the recorder thread wakes up
+and takes the GIL). One background thread does the rest: rebuilds a relayed stream into its Message, prices the
+usage exactly (`parity.pricing.cost`), updates the Prometheus counters and the key's spend, gives the Exchange to
+`span_hook` (the gateway passes `parity.gateway.otel.record_span`), redacts prompts when asked, and hands the
+Exchange to the `LedgerWriter` (which has its own writer thread). A failure here is logged and counted, never
+raised into a request.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def outcome_of(status: int, error: dict[str, Any] | None, gateway_error: bool = 
     return "ok"
 
 
-class Recorder:
+class GatewayRecorder:
     """The background half of the gateway's bookkeeping (see the module docstring)."""
 
     def __init__(

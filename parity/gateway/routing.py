@@ -34,23 +34,24 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx2
 from starlette.responses import JSONResponse, Response
 
-from parity.task import DEFAULT_METADATA_KEY, task_of
-from parity.gateway import streaming
-from parity.gateway.certified import certificate_path, route_problem
 from parity.contract import check
-from parity.gateway.recorder import Record
-from parity.gateway.upstream import Answer, UpstreamFailure, response_headers
+from parity.gateway import streaming
+from parity.gateway.cachefix import CacheHygiene
+from parity.gateway.certified import certificate_path, route_problem, same_model
+from parity.gateway.drift_watch import DriftWatch
+from parity.gateway.metrics import GatewayMetrics
+from parity.gateway.recorder import GatewayRecorder, Record
+from parity.gateway.upstream import Answer, Upstream, UpstreamFailure, response_headers
 from parity.policy import Policy, TaskPolicy, apply_prompt, load_policy
+from parity.task import DEFAULT_METADATA_KEY, task_of
 
 if TYPE_CHECKING:
-    from parity.gateway.app import Gateway
     from parity.proof.signing import SigningKey
 
 log = logging.getLogger("parity.gateway")
@@ -211,19 +212,6 @@ def _mtime_ns(path: str | Path) -> int | None:
         return None
 
 
-@lru_cache(maxsize=512)
-def same_model(requested: str, baseline: str) -> bool:
-    """Is `requested` the policy's baseline (dated aliases included)?"""
-    if requested == baseline:
-        return True
-    from parity import catalog
-
-    try:
-        return catalog.resolve(requested) == catalog.resolve(baseline)
-    except Exception:
-        return False
-
-
 # ---- the /v1/messages flow ------------------------------------------------------------------------------------------
 
 
@@ -247,10 +235,24 @@ class Call:
 
 
 class MessageRouter:
-    """Runs one /v1/messages request through its task's mode (see the module docstring)."""
+    """Runs one /v1/messages request through its task's mode (see the module docstring).
 
-    def __init__(self, gateway: Gateway, *, seed: int | None = None):
-        self.gw = gateway
+    It calls the `upstream`, hands what happened to the `recorder`, counts fallbacks and rollbacks in `metrics`,
+    applies the task's `hygiene`, and asks `drift` whether a routed task was rolled back (and shows it the routed
+    answers). A routed candidate gets `connect_timeout_s`, then `stall_timeout_s` of silence on a stream or
+    `candidate_timeout_s` for a whole answer; `seed` seeds which shadow-mode requests are sampled."""
+
+    def __init__(self, upstream: Upstream, recorder: GatewayRecorder, metrics: GatewayMetrics, *,
+                 hygiene: CacheHygiene, drift: DriftWatch, connect_timeout_s: float, stall_timeout_s: float,
+                 candidate_timeout_s: float, seed: int | None = None):
+        self.upstream = upstream
+        self.recorder = recorder
+        self.metrics = metrics
+        self.hygiene = hygiene
+        self.drift = drift
+        self.connect_timeout_s = connect_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.candidate_timeout_s = candidate_timeout_s
         self._rng = random.Random(seed)
         self._shadows: set[asyncio.Task] = set()
 
@@ -277,7 +279,7 @@ class MessageRouter:
             return "model_not_baseline"
         if not isinstance(call.body.get("messages"), list):
             return "not_routable"
-        monitor = self.gw.drift_monitor(policy)
+        monitor = self.drift.monitor_for(policy)
         if monitor is not None:
             try:
                 rolled = monitor.rolled_back(policy.task)
@@ -285,7 +287,7 @@ class MessageRouter:
                 log.exception("drift monitor of task %s failed; routing as the policy says", policy.task)
                 rolled = False
             if rolled:
-                self.gw.metrics.rollbacks.labels(policy.task).inc()
+                self.metrics.rollbacks.labels(policy.task).inc()
                 return "rolled_back"
         return None
 
@@ -293,7 +295,7 @@ class MessageRouter:
 
     async def passthrough(self, call: Call, route: str, reason: str | None) -> Response:
         """Send the original request to the upstream and relay its answer (streams byte for byte)."""
-        upstream = self.gw.upstream
+        upstream = self.upstream
         model = call.body.get("model") if isinstance(call.body.get("model"), str) else None
         try:
             answer = await upstream.send(
@@ -302,7 +304,7 @@ class MessageRouter:
             )
         except UpstreamFailure as failure:
             return self._failure(call, failure, route, reason, call.body)
-        self.gw.metrics.retries(answer.attempts)
+        self.metrics.retries(answer.attempts)
         headers = self._headers(answer, call, route, reason)
         if not answer.ok:
             return self._http_error(call, answer, route, reason, call.body, headers)
@@ -319,13 +321,10 @@ class MessageRouter:
     # ---- route ------------------------------------------------------------------------------------------------
 
     async def _route(self, call: Call, policy: TaskPolicy) -> Response:
-        gw = self.gw
-        routed = apply_prompt(call.body, policy)
-        routed = gw.hygiene(routed, policy)
+        routed = self.hygiene(apply_prompt(call.body, policy), policy)
         content = json.dumps(routed, separators=(",", ":"), ensure_ascii=False).encode()
-        cfg = gw.config
-        read = cfg.stall_timeout_s if call.stream else cfg.candidate_timeout_s
-        timeout = httpx2.Timeout(connect=cfg.connect_timeout_s, read=read, write=60.0, pool=30.0)
+        read = self.stall_timeout_s if call.stream else self.candidate_timeout_s
+        timeout = httpx2.Timeout(connect=self.connect_timeout_s, read=read, write=60.0, pool=30.0)
         started_at, t0 = datetime.now(timezone.utc), time.perf_counter()
         candidate = policy.candidate_model
         assert candidate is not None
@@ -339,8 +338,8 @@ class MessageRouter:
             )
 
         try:
-            answer = await gw.upstream.send(
-                "POST", "/v1/messages", headers=gw.upstream.headers(call.headers), content=content, model=candidate,
+            answer = await self.upstream.send(
+                "POST", "/v1/messages", headers=self.upstream.headers(call.headers), content=content, model=candidate,
                 stream=call.stream, expect_json=not call.stream, retries=False, timeout=timeout,
             )
         except UpstreamFailure as failure:
@@ -377,13 +376,13 @@ class MessageRouter:
 
     async def _fallback(self, call: Call, policy: TaskPolicy, code: str, detail: str) -> Response:
         """The candidate failed: the original request goes to the baseline now, and its answer is returned."""
-        self.gw.metrics.fallback(policy.task, code)
+        self.metrics.fallback(policy.task, code)
         return await self.passthrough(call, "fallback", f"{code}: {detail}")
 
     def _observe_drift(self, policy: TaskPolicy, request: dict[str, Any], message: Any) -> None:
         if policy.shadow_rate <= 0:
             return
-        monitor = self.gw.drift_monitor(policy)
+        monitor = self.drift.monitor_for(policy)
         if monitor is None:
             return
         try:
@@ -403,16 +402,14 @@ class MessageRouter:
 
     async def _shadow(self, call: Call, policy: TaskPolicy) -> None:
         """Shadow mode: the candidate answers a copy (non-streaming), recorded as route "shadow"; nobody waits."""
-        gw = self.gw
         body = {k: v for k, v in call.body.items() if k != "stream"}
-        routed = gw.hygiene(apply_prompt(body, policy), policy)
+        routed = self.hygiene(apply_prompt(body, policy), policy)
         started_at, t0 = datetime.now(timezone.utc), time.perf_counter()
         tags = {"shadow_of": call.request_id}
-        cfg = gw.config
-        timeout = httpx2.Timeout(connect=cfg.connect_timeout_s, read=cfg.candidate_timeout_s, write=60.0, pool=30.0)
+        timeout = httpx2.Timeout(connect=self.connect_timeout_s, read=self.candidate_timeout_s, write=60.0, pool=30.0)
         try:
-            answer = await gw.upstream.send(
-                "POST", "/v1/messages", headers=gw.upstream.headers(_without_faults(call.headers)),
+            answer = await self.upstream.send(
+                "POST", "/v1/messages", headers=self.upstream.headers(_without_faults(call.headers)),
                 content=json.dumps(routed, separators=(",", ":")).encode(), model=policy.candidate_model,
                 retries=False, timeout=timeout,
             )
@@ -456,7 +453,7 @@ class MessageRouter:
 
     def _http_error(self, call: Call, answer: Answer, route: str, reason: str | None, request: dict,
                     headers: dict[str, str]) -> Response:
-        raw = self.gw.upstream.scrub_bytes(answer.body or b"")
+        raw = self.upstream.scrub_bytes(answer.body or b"")
         self._record(call, route, reason, request, answer.status, error=_json_or_none(raw), duration=call.elapsed())
         return Response(raw, status_code=answer.status, headers=headers)
 
@@ -464,7 +461,7 @@ class MessageRouter:
                 message: Any = None, error: Any = None, stream: streaming.StreamOutcome | None = None,
                 started_at: datetime | None = None, duration: float = 0.0, counted: bool = True,
                 tags: dict[str, str] | None = None) -> None:
-        self.gw.recorder.record(
+        self.recorder.record(
             Record(
                 endpoint="messages", request=request, started_at=started_at or call.started_at, duration_s=duration,
                 route=route, status=status, task=call.ident.task, task_label=call.ident.label, reason=reason,

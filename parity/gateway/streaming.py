@@ -25,7 +25,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from parity.gateway.upstream import UpstreamFailure
-from parity.wrap import accumulate_sse
+from parity.wrap.sse import accumulate_sse
 
 _STOP = b"event: message_stop"
 _ERROR = b"event: error"

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 import httpx2
 
-from parity.emulator.errors import APIError
+from parity.api.errors import APIError
 from parity.gateway.aiohttp_transport import AiohttpTransport
 from parity.gateway.retry import CircuitBreaker, RetryPolicy
 

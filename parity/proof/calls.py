@@ -16,7 +16,6 @@ resumes by reading both: finished calls are not sent again and a batch in flight
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -28,8 +27,9 @@ from types import MappingProxyType
 from typing import Any
 
 from parity import pricing
+from parity.canonical import canonical_hash
 from parity.errors import ParityError
-from parity.tokenizer import count_request
+from parity.prompt import count_request
 from parity.exchange import json_dict
 from parity.tokens import TokenCounter
 
@@ -47,8 +47,7 @@ class BudgetExhausted(ParityError):
 
 def request_key(params: Mapping[str, Any]) -> str:
     """SHA-256 of the request body in canonical JSON: the cache key and the batch custom_id (64 hex chars)."""
-    canonical = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return canonical_hash(params, default=str)
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,11 @@ class CallResult:
                    dict(data.get("usage") or {}), Decimal(data["cost"]), bool(data.get("batch")),
                    data.get("message_id"), data.get("request_id"))
 
+
+
+def result_field(result: CallResult | Mapping[str, Any] | None, name: str) -> Any:
+    """A field of a call's result, whether it is a `CallResult` or its dict form (None when absent)."""
+    return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
 
 def message_text(message: Mapping[str, Any]) -> str:
     """Text blocks joined; tool calls as JSON (a proof compares what the application would read)."""

@@ -18,35 +18,37 @@ that break the output contract (the gateway falls back), and the drift watch's s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from parity import pricing
-from parity.contract import check
-from parity.files import write_atomic
+from parity.canonical import canonical_hash
 from parity.errors import InputError, ParityError
-from parity.policy import Contract, TaskPolicy
+from parity.files import write_atomic
+from parity.policy import Contract
 from parity.pricing import PriceTable, format_usd
 from parity.proof.calls import Spend, request_key
 from parity.proof.data import ProofItem, Splits, TaskData
-from parity.proof.judge import Judgment, judge_params, order_score, same_answer
-from parity.proof.judge_prompt import question_text
+from parity.proof.judge import Judgment, order_score, same_answer
+from parity.proof.records import CandidateOutcome, ProveConfig
+from parity.proof.routing_cost import (
+    PLACES,
+    RoutingCost,
+    contract_failures,
+    default_shadow_rate,
+    judge_call_cost,
+    routing_cost,
+    routing_cost_of,
+)
 from parity.proof.scoring import Scoring
 from parity.proof.sequential import hypothesis, run_sequential
 from parity.proof.signing import SigningKey, check_signature, load_signing_key, sign
-from parity.report import plots
-from parity.report.html import Page, badge
-from parity.tokenizer import count_request
-
-if TYPE_CHECKING:  # pragma: no cover
-    from parity.proof.runner import CandidateOutcome, ProveConfig
+from parity.proof.upstream import upstream_ids, upstream_summary, with_upstream
 
 FORMAT = "parity-certificate"
 VERSION = 2
@@ -64,15 +66,6 @@ SIMULATED_NOTE = ("SIMULATED: every model answer and judgment in this certificat
                   "simulated judge is biased like real ones (position, length, confidently wrong on hard items); its "
                   "instruction repair writes only the fixed rule sentences of its task families for the mistakes it is "
                   "shown, so a real proposer may find more or less.")
-DRIFT_BATCH = True
-"""The drift watch sends its baseline and judge calls through Message Batches by default (DriftMonitor via="batch")."""
-DRIFT_JUDGE_CALLS = 2
-"""Each shadowed request is judged in both orders."""
-JUDGE_REPLY_TOKENS = 200
-"""A judge reply's length when the proof made no judge calls to measure it: the judge prompt asks for a short
-explanation and a verdict. Judge-scored proofs use their own calls' usage instead."""
-PLACES = Decimal("1e-12")
-"""Means and shares of exact amounts are rounded to a millionth of a micro-dollar, as the runner's means are."""
 SigningKeyArg = SigningKey | None | Literal["env"]
 
 
@@ -90,8 +83,7 @@ def certificate_id(cert: Mapping[str, Any]) -> str:
     body["candidates"] = [{**c, "observations": [{k: v for k, v in o.items() if k != PROVENANCE}
                                                  for o in c.get("observations") or []]}
                           for c in body.get("candidates") or []]
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return "cert_" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
+    return "cert_" + canonical_hash(body, 20)
 
 
 def _overall(outcomes: Sequence[CandidateOutcome], chosen: CandidateOutcome | None) -> str:
@@ -134,212 +126,6 @@ def _pool_size(results: Sequence[Mapping[str, Any] | None]) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Upstream request ids
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _field(result: Any, name: str) -> Any:
-    return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
-
-
-def upstream_ids(result: Any) -> dict[str, str | None] | None:
-    """What the API called one answer: {"request_id": the `request-id` header of a sync call or the id of its
-    batch, "message_id": the message's id}; None when the run kept no result for that call (a logged answer)."""
-    if result is None:
-        return None
-    ids = {}
-    for name in ("request_id", "message_id"):
-        value = _field(result, name)
-        ids[name] = value if isinstance(value, str) and value else None
-    return ids
-
-
-def _baseline_key(obs: Mapping[str, Any], item: ProofItem | None, baseline_model: str) -> str | None:
-    """The request key of the baseline call the proof made for this prompt (the request as sent, on the baseline)."""
-    if obs.get("baseline_request_key"):
-        return str(obs["baseline_request_key"])
-    return request_key({**item.request, "model": baseline_model}) if item is not None else None
-
-
-def _with_upstream(obs: Mapping[str, Any], calls: Mapping[str, Any], item: ProofItem | None,
-                   baseline_model: str) -> dict[str, Any]:
-    """A copy of an observation with the upstream id of each answer it rests on (None where none is known:
-    a logged baseline answer, or a call result that kept no id)."""
-    judge = [upstream_ids(calls.get(o.get("request_key") or "")) for o in (obs.get("judgment") or {}).get("orders", [])
-             if not o.get("identical")]
-    ids: dict[str, Any] = {
-        "baseline": upstream_ids(calls.get(_baseline_key(obs, item, baseline_model) or "")),
-        "candidate": upstream_ids(calls.get(obs.get("candidate_request_key") or "")),
-    }
-    if obs.get("judgment") is not None:
-        ids["judge"] = judge
-    return {**obs, "upstream_ids": ids}
-
-
-def upstream_summary(candidates: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Every upstream id the certificate rests on (first seen first; a batch id once for all its answers), how
-    many answers it used, and how many of those have no id at all."""
-    request_ids: dict[str, None] = {}
-    message_ids: dict[str, None] = {}
-    answers = missing = 0
-    baselines: set[str] = set()
-    for cand in candidates:
-        for obs in cand.get("observations", []):
-            ids = obs.get("upstream_ids") or {}
-            used = [ids.get("candidate"), *ids.get("judge", [])]
-            if obs["id"] not in baselines:  # every candidate is compared with the same baseline answer
-                baselines.add(obs["id"])
-                used.insert(0, ids.get("baseline"))
-            for one in used:
-                answers += 1
-                one = one or {}
-                if one.get("request_id"):
-                    request_ids.setdefault(one["request_id"], None)
-                if one.get("message_id"):
-                    message_ids.setdefault(one["message_id"], None)
-                missing += not (one.get("request_id") or one.get("message_id"))
-    return {"request_ids": list(request_ids), "message_ids": list(message_ids), "answers": answers,
-            "without_id": missing}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# What routing costs
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RoutingCost:
-    """Per-request cost of routing a task to the candidate, and the saving it leaves (Decimal USD, exact up to
-    PLACES where a share or mean is taken). None where a part is unknown."""
-
-    baseline_per_request: Decimal | None
-    candidate_per_request: Decimal | None
-    fallback_rate: Decimal | None
-    """Share of the candidate's test answers that broke the output contract: the gateway pays the baseline again."""
-    fallback_cost_per_request: Decimal | None
-    shadow_rate: Decimal
-    drift_cost_per_request: Decimal | None
-    """shadow_rate × (a baseline answer + two judge calls), at the drift watch's (batch) prices."""
-    net_candidate_per_request: Decimal | None
-    saving_per_request: Decimal | None
-    projected_monthly_saving: Decimal | None
-
-
-def _q(value: Decimal) -> Decimal:
-    """Rounded to PLACES; zero stays a plain 0 rather than 0E-12."""
-    rounded = value.quantize(PLACES)
-    return rounded if rounded else Decimal(0)
-
-
-def routing_cost(*, baseline: Decimal | None, candidate: Decimal | None, fallbacks: int, answers: int,
-                 shadow_rate: Decimal, shadow_baseline: Decimal | None, judge_call: Decimal | None,
-                 monthly_requests: int | None, differing: int | None = None) -> RoutingCost:
-    """net = candidate + baseline × fallbacks/answers
-             + shadow_rate × (shadow_baseline + 2 × judge_call × differing/answers);
-    saving = baseline − net; monthly = saving × monthly_requests.
-
-    `differing` counts the test answers that are not the baseline's text: the judge loop scores identical answers
-    as a tie without a call, so only those cost the drift watch its two judge calls (all of them when unknown)."""
-    rate = _q(Decimal(fallbacks) / Decimal(answers)) if answers else None
-    fallback = _q(baseline * fallbacks / answers) if baseline is not None and answers else None
-    drift = None
-    if shadow_baseline is not None and judge_call is not None:
-        judged = Decimal(differing) / Decimal(answers) if differing is not None and answers else Decimal(1)
-        drift = _q(shadow_rate * (shadow_baseline + DRIFT_JUDGE_CALLS * judge_call * judged))
-    net = candidate + fallback + drift if None not in (candidate, fallback, drift) else None  # type: ignore[operator]
-    saving = baseline - net if baseline is not None and net is not None else None
-    monthly = saving * monthly_requests if saving is not None and monthly_requests is not None else None
-    return RoutingCost(baseline, candidate, rate, fallback, shadow_rate, drift, net, saving, monthly)
-
-
-def default_shadow_rate() -> Decimal:
-    """The share of routed requests a policy shadows unless it says otherwise (TaskPolicy.shadow_rate's default)."""
-    rate = next(f.default for f in fields(TaskPolicy) if f.name == "shadow_rate")
-    return Decimal(str(rate))
-
-
-def contract_failures(observations: Sequence[Mapping[str, Any]], contract: Contract,
-                      calls: Mapping[str, Any] | None = None) -> int:
-    """How many stored candidate answers the gateway's output-contract check would reject (and fall back on).
-
-    The stop reason comes from the call's result where the run kept it (a truncated answer is a fallback)."""
-    failed = 0
-    for obs in observations:
-        result = (calls or {}).get(obs.get("candidate_request_key") or "")
-        stop = obs.get("candidate_stop_reason") or _field(result, "stop_reason") or "end_turn"
-        message = {"content": [{"type": "text", "text": obs.get("candidate_output") or ""}], "stop_reason": stop}
-        failed += check(message, contract) is not None
-    return failed
-
-
-def _price(model: str, usage: Mapping[str, Any] | None, *, batch: bool, table: PriceTable | None) -> Decimal | None:
-    if not usage:
-        return None
-    plain = {k: v for k, v in usage.items() if k not in ("service_tier", "speed")}
-    try:
-        return pricing.cost(model, plain, batch=batch, table=table).total
-    except ParityError:
-        return None
-
-
-def _mean(values: Sequence[Decimal]) -> Decimal | None:
-    return _q(sum(values, Decimal(0)) / len(values)) if values else None
-
-
-def judge_call_cost(observations: Sequence[Mapping[str, Any]], judge_model: str, *,
-                    calls: Mapping[str, Any] | None = None, items: Mapping[str, ProofItem] | None = None,
-                    table: PriceTable | None = None) -> tuple[Decimal | None, str]:
-    """(mean cost of one drift-watch judge call at batch prices, how it was found).
-
-    From the proof's own judge calls where the run kept their usage; otherwise from the token count of the judge
-    request the drift watch would send for each prompt, with a reply of JUDGE_REPLY_TOKENS."""
-    costs = []
-    for obs in observations:
-        for order in (obs.get("judgment") or {}).get("orders", []):
-            result = (calls or {}).get(order.get("request_key") or "")
-            if result is not None:
-                value = _price(str(_field(result, "model")), _field(result, "usage"), batch=DRIFT_BATCH, table=table)
-                if value is not None:
-                    costs.append(value)
-    if costs:
-        return _mean(costs), f"the mean of this proof's {len(costs)} judge calls, at batch prices"
-    for obs in observations:
-        item = (items or {}).get(obs["id"])
-        if item is None:
-            continue
-        params = judge_params(judge_model, question_text(item.request), obs.get("baseline_output") or "",
-                              obs.get("candidate_output") or "")
-        value = _price(judge_model, {"input_tokens": count_request(params), "output_tokens": JUDGE_REPLY_TOKENS},
-                       batch=DRIFT_BATCH, table=table)
-        if value is not None:
-            costs.append(value)
-    if not costs:
-        return None, "no judge cost could be estimated"
-    return _mean(costs), (f"estimated from the token counts of {len(costs)} judge requests and a reply of "
-                          f"{JUDGE_REPLY_TOKENS} tokens (this proof made no judge calls to measure), at batch prices")
-
-
-def _routing_cost(chosen: CandidateOutcome | None, baseline_cost: Decimal | None, baseline_model: str,
-                  judge_model: str | None, monthly_requests: int | None, contract: Contract,
-                  calls: Mapping[str, Any], items: Mapping[str, ProofItem], table: PriceTable | None,
-                  shadow_rate: Decimal) -> tuple[RoutingCost, int, str]:
-    observations = chosen.observations if chosen is not None else []
-    fallbacks = contract_failures(observations, contract, calls)
-    shadow_baseline = _mean([c for c in (_price(baseline_model, items[o["id"]].baseline_usage, batch=DRIFT_BATCH,
-                                                table=table) for o in observations if o["id"] in items)
-                             if c is not None])
-    judge, how = (judge_call_cost(observations, judge_model or baseline_model, calls=calls, items=items, table=table)
-                  if observations else (None, "no test answers"))
-    differing = sum(not same_answer(o.get("baseline_output") or "", o.get("candidate_output") or "")
-                    for o in observations)
-    cost = routing_cost(baseline=baseline_cost, candidate=chosen.cost_per_request if chosen else None,
-                        fallbacks=fallbacks, answers=len(observations), shadow_rate=shadow_rate,
-                        shadow_baseline=shadow_baseline, judge_call=judge, monthly_requests=monthly_requests,
-                        differing=differing)
-    return cost, fallbacks, how
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Building
 # --------------------------------------------------------------------------------------------------------------
 
@@ -379,8 +165,11 @@ def build(
     verdict = _overall(outcomes, chosen)
     pool = _pool_size([o.result for o in outcomes])
     rate = default_shadow_rate() if shadow_rate is None else Decimal(str(shadow_rate))
-    cost, fallbacks, judge_how = _routing_cost(chosen, baseline_cost, config.baseline_model, judge_model,
-                                               monthly_requests, contract, calls, by_id, table, rate)
+    cost, fallbacks, judge_how = routing_cost_of(
+        chosen.observations if chosen is not None else [], candidate_cost=chosen.cost_per_request if chosen else None,
+        baseline_cost=baseline_cost, baseline_model=config.baseline_model, judge_model=judge_model,
+        monthly_requests=monthly_requests, contract=contract, calls=calls, items=by_id, table=table,
+        shadow_rate=rate)
     gross = baseline_cost - chosen.cost_per_request if (
         baseline_cost is not None and chosen is not None and chosen.cost_per_request is not None) else None
     summary = _summary(verdict, chosen, config.baseline_model, config.margin, pool)
@@ -392,8 +181,8 @@ def build(
                         "the task's future traffic; it cannot back a route")
     if chosen is not None and cost.saving_per_request is not None and cost.saving_per_request <= 0:
         note = (f"routing would not save money: with fallbacks and the drift watch the candidate costs "
-                f"{_money(str(cost.net_candidate_per_request))} per request against the baseline's "
-                f"{_money(str(baseline_cost))}")
+                f"{format_usd(cost.net_candidate_per_request)} per request against the baseline's "
+                f"{format_usd(baseline_cost)}")
         warnings.append(note)
         summary += f" But {note}."
     candidates = []
@@ -406,7 +195,7 @@ def build(
             "judge_failures": diagnostics.get("judge_failures", 0),
             "contract_failures": fallbacks if o is chosen else contract_failures(o.observations, contract, calls),
             "order": o.order,
-            "observations": [_with_upstream(obs, calls, by_id.get(obs["id"]), config.baseline_model)
+            "observations": [with_upstream(obs, calls, by_id.get(obs["id"]), config.baseline_model)
                              for obs in o.observations],
             "cost_per_request": _dec(o.cost_per_request), "notes": list(o.notes),
         })
@@ -701,177 +490,17 @@ def can_route(cert: Mapping[str, Any] | str | Path, *, key: SigningKey | None = 
     return verify(cert, key).route_problem
 
 
-
-# --------------------------------------------------------------------------------------------------------------
-# HTML
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _money(value: str | None) -> str:
-    if value in (None, ""):
-        return "n/a"
-    return format_usd(Decimal(value))
+def finite_pool(cert: Mapping[str, Any]) -> int | None:
+    """The finite pool the certificate's test was run on (None: its claim is about the task's population)."""
+    return _pool_size([c.get("result") for c in cert["candidates"]])
 
 
-def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value) * 100:.1f}%"
+def hypothesis_text(cert: Mapping[str, Any]) -> str | None:
+    """The certificate's null hypothesis in words, with the population it is about (rebuilt for version 1 files)."""
+    return _hypothesis_text(cert, finite_pool(cert))
 
 
-def _num(value: Any, places: int = 3) -> str:
-    return "n/a" if value is None else f"{float(value):.{places}f}"
-
-
-def render_html(cert: Mapping[str, Any]) -> str:
-    """The certificate as a self-contained page: verdict, the hypothesis and its population, margin, α, the
-    confidence sequence, win/tie/loss, per-stratum table, length and judge diagnostics, the tuned prompt, what
-    routing costs (candidate, fallbacks, drift watch) and who signed it. A simulated certificate says so at the top."""
-    decision = cert["decision"]
-    verdict = decision["verdict"]
-    kind = {"switch": "good", "do_not_switch": "bad"}.get(verdict, "")
-    params = cert["parameters"]
-    simulated = bool(cert.get("simulated"))
-    page = Page(f"Parity certificate: {cert['task']}", subtitle=f"{cert['id']} · issued {cert.get('created_at')}",
-                simulated=simulated, simulated_note=SIMULATED_NOTE)
-    page.heading("Decision", badges=[badge(verdict.replace("_", " "), kind)]
-                 + ([badge("simulated", "simulated")] if simulated else []))
-    page.paragraph(decision["summary"])
-    pool = _pool_size([c.get("result") for c in cert["candidates"]])
-    statement = _hypothesis_text(cert, pool)
-    if statement:
-        page.paragraph(f"Null hypothesis: {statement}.", muted=pool is None)
-    cost = cert["cost"]
-    after = cost.get("net_candidate_per_request") or cost["candidate_per_request"]
-    page.cards({
-        "baseline": cert["baseline_model"],
-        "margin δ": f"{params['margin']:g}",
-        "α (per candidate)": f"{params['alpha']:g} ({params['per_candidate_alpha']:.3g})",
-        "cost / request before": _money(cost["baseline_per_request"]),
-        "cost / request after": _money(after),
-        "projected monthly saving": _money(cost["projected_monthly_saving"]),
-    })
-    sc = cert["scoring"]
-    page.paragraph(f"Scoring: {sc['mode']} ({sc['kind']} answers)"
-                   + (f"; judge {cert['judge_model']}" if cert.get("judge_model") else "")
-                   + f". Test split: {len(cert['splits']['test'])} prompts, split by {cert['splits']['by']}, "
-                   f"streamed in a random order (seed {cert['seeds']['order']}).", muted=True)
-    for warning in cert.get("warnings", []):
-        page.notice(warning)
-    if "net_candidate_per_request" in cost:
-        _routing_cost_section(page, cost)
-    for cand in cert["candidates"]:
-        _candidate_section(page, cand, cert, plots)
-    page.heading("Cost of this proof")
-    proof = cost["proof"]
-    rows = [(purpose, _money(amount)) for purpose, amount in proof["by_purpose"].items()]
-    rows.append(("total", _money(proof["spent"])))
-    page.table(["calls for", "cost"], rows, numeric=[1])
-    standard = cost.get("proof_at_standard_prices")
-    page.paragraph(f"Budget: {_money(proof['limit']) if proof['limit'] else 'none set'}; "
-                   f"{'Message Batches (50% off)' if params['batch'] else 'synchronous calls'}"
-                   + (f"; the same calls at standard prices: {_money(standard)}" if standard else "")
-                   + f". {cost['note']}.", muted=True)
-    _provenance_section(page, cert)
-    return page.render()
-
-
-def _routing_cost_section(page: Any, cost: Mapping[str, Any]) -> None:
-    page.heading("What routing costs per request", 3)
-    rate = cost.get("fallback_rate")
-    page.table(["part", "cost / request"], [
-        ("candidate's answer", _money(cost["candidate_per_request"])),
-        (f"fallback to the baseline ({_pct(rate)} of test answers broke the output contract)",
-         _money(cost.get("fallback_cost_per_request"))),
-        (f"drift watch ({_pct(cost.get('shadow_rate'))} shadowed: a baseline answer and two judge calls)",
-         _money(cost.get("drift_cost_per_request"))),
-        ("net cost of routing", _money(cost.get("net_candidate_per_request"))),
-        ("baseline today", _money(cost["baseline_per_request"])),
-        ("saving per request", _money(cost.get("saving_per_request"))),
-    ], numeric=[1])
-    if cost.get("drift_judge_call"):
-        page.paragraph(f"Judge call cost: {cost['drift_judge_call']}.", muted=True)
-
-
-def _provenance_section(page: Any, cert: Mapping[str, Any]) -> None:
-    page.heading("Provenance", 3)
-    upstream = cert.get("upstream")
-    if upstream:
-        page.paragraph(f"Upstream ids recorded for {upstream['answers'] - upstream['without_id']} of the "
-                       f"{upstream['answers']} answers used as evidence ({len(upstream['request_ids'])} request or "
-                       f"batch ids, {len(upstream.get('message_ids', []))} message ids; the rest are logged answers "
-                       "or calls whose id was not kept): the provider can confirm these calls were made.", muted=True)
-    signature = cert.get("signature")
-    if isinstance(signature, Mapping):
-        page.paragraph(f"Signed with {signature.get('alg')} key {signature.get('key_id')}: check it with "
-                       f"parity verify certificate.json --key KEYFILE (id {cert['id']}).")
-    else:
-        page.paragraph(f"Unsigned. Re-check the verdict offline: parity verify certificate.json (id {cert['id']}); "
-                       "without a signature that shows the verdict follows from the stored evidence, not that "
-                       "the evidence came from real calls.", muted=True)
-
-
-def _candidate_section(page: Any, cand: Mapping[str, Any], cert: Mapping[str, Any], plots: Any) -> None:
-    verdict = cand["verdict"]
-    kind = {"switch": "good", "do_not_switch": "bad"}.get(verdict, "")
-    page.heading(f"Candidate {cand['model']}", badges=[badge(verdict.replace("_", " "), kind)])
-    result = cand.get("result")
-    diag = cand["diagnostics"]
-    if result:
-        page.cards({
-            "prompts used": cand["n_used"],
-            "estimate": _num(result["estimate"]),
-            "lower bound": _num(result["lower_bound"]),
-            "threshold": _num(result["threshold"]),
-            "stopped by": cand["stopped_by"].replace("_", " "),
-            "e-value": _num(result.get("e_value"), 2) if result.get("e_value") is not None else "∞",
-        })
-        traj = result["trajectory"]
-        ylabel = {"paired-gold": "accuracy difference", "agreement": "agreement rate"}.get(result["mode"],
-                                                                                           "judged score (½ = tie)")
-        page.figure(plots.confidence_sequence_svg(traj["n"], traj["estimate"],
-                                                  [v if v is not None else math.nan for v in traj["lower_bound"]],
-                                                  result["threshold"], ylabel=ylabel,
-                                                  margin_label="non-inferiority threshold"),
-                    f"{result['null_hypothesis']}; the lower confidence sequence (level "
-                    f"{result['confidence_level']:.3g}) is valid at every n.")
-        page.figure(plots.win_tie_loss_svg(diag["wins"], diag["ties"], diag["losses"], labels=[cand["model"]]),
-                    "Per prompt: candidate better, tied, or worse than the baseline.")
-    else:
-        page.paragraph("No test prompt was scored.", muted=True)
-    if diag.get("strata"):
-        page.heading("Per stratum", 3)
-        page.table(["stratum", "n", "mean score (½ = as good)", "wins", "ties", "losses"],
-                   [(s["stratum"], s["n"], _num(s["mean"]), s["wins"], s["ties"], s["losses"]) for s in diag["strata"]],
-                   numeric=[1, 2, 3, 4, 5])
-    page.heading("Diagnostics", 3)
-    rows = [("length ratio (candidate / baseline characters)", _num(diag.get("length_ratio"), 2)),
-            ("raw mean score", _num(diag.get("raw")))]
-    if diag.get("length_controlled") is not None:
-        rows += [("length-controlled estimate", _num(diag["length_controlled"])),
-                 ("swap inconsistency", _pct(diag.get("swap_inconsistency"))),
-                 ("tie rate (single orders)", _pct(diag.get("tie_rate"))),
-                 ("verdicts malformed twice (counted as ties)", diag.get("malformed", 0)),
-                 ("identical answers (ties; the judge was not asked)", diag.get("identical", 0))]
-    failures = cand.get("judge_failures", diag.get("judge_failures"))
-    if failures or diag.get("length_controlled") is not None:
-        rows.append(("judge calls that failed", failures or 0))
-    if cand.get("contract_failures") is not None:
-        rows.append(("answers that broke the output contract (the gateway would fall back)",
-                     f"{cand['contract_failures']} of {len(cand['observations'])}"))
-    rows.append(("cost per request with the tuned prompt", _money(cand.get("cost_per_request"))))
-    page.table(["measure", "value"], rows, numeric=[1])
-    page.heading("Tuned prompt", 3)
-    prompt = cand["prompt"]
-    page.paragraph(f"System: {prompt['system'] or '(the request’s own)'}")
-    page.paragraph(f"{len(prompt['demos'])} demonstrations from the baseline's own answers; hash {cand['prompt_hash']}.",
-                   muted=True)
-    for note in cand.get("notes", []):
-        page.paragraph(note, muted=True)
-
-
-def write_html(cert: Mapping[str, Any], path: str | Path) -> Path:
-    return write_atomic(path, render_html(cert))
-
-
-__all__ = ["CandidateCheck", "POPULATION", "RoutingCost", "VerifyResult", "build", "can_route", "certificate_id",
-           "contract_failures", "default_shadow_rate", "dumps", "hypothesis_block", "judge_call_cost", "load",
-           "render_html", "routing_cost", "upstream_ids", "upstream_summary", "verify", "write_html", "write_json"]
+__all__ = ["PLACES", "POPULATION", "SIMULATED_NOTE", "CandidateCheck", "RoutingCost", "VerifyResult", "build",
+           "can_route", "certificate_id", "contract_failures", "default_shadow_rate", "dumps", "finite_pool",
+           "hypothesis_block", "hypothesis_text", "judge_call_cost", "load", "routing_cost", "upstream_ids",
+           "upstream_summary", "verify", "write_json"]

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from parity.errors import InputError, ParityError
 from parity.exchange import Exchange, Rejected, read_jsonl
+from parity.fingerprint import fingerprint as template_fingerprint
 from parity.task import task_of
 
 TASK_RULE = "tag, x-parity-task header, metadata.user_id task:NAME, or the named template fingerprint"
@@ -116,9 +117,7 @@ def _group_of(ex: Exchange) -> str:
     user = (ex.request.get("metadata") or {}).get("user_id")
     if user:
         return f"user:{user}"
-    from parity.fingerprint import fingerprint
-
-    return f"template:{fingerprint(ex.request)}"
+    return f"template:{template_fingerprint(ex.request)}"
 
 
 def _gold_of(tags: Mapping[str, str]) -> Any:
@@ -195,25 +194,10 @@ def load_jsonl(path: str | Path, *, task: str | None = None, fingerprint: str | 
 
 def load_ledger(url: str, *, task: str | None = None, fingerprint: str | None = None) -> TaskData:
     """A task's prompts and the baseline's logged outputs from the gateway's ledger."""
-    from parity.ledger.reader import read_ledger
+    from parity.ledger.reader import read_ledger  # SQLAlchemy (~0.5 s to import) only for a ledger URL
 
     rows = read_ledger(url, task=None if fingerprint else task)  # a fingerprint also takes the untagged rows
     return items_from_exchanges(rows, task=task, source=url, fingerprint=fingerprint)
-
-
-def load_emulator_family(family: str, n: int, *, seed: int = 0, baseline_model: str, task: str | None = None) -> TaskData:
-    """Generated prompts of a simulated task family (parity.workloads), with gold answers, no baseline outputs yet."""
-    from parity import workloads
-
-    if family not in workloads.FAMILY_NAMES:
-        raise InputError(f"unknown emulator family {family!r}; use one of {', '.join(workloads.FAMILY_NAMES)}",
-                         field="emulator-family")
-    items = [
-        ProofItem(id=t.id, group=t.group, request=t.request, gold=t.gold, reference=t.reference,
-                  stratum=f"difficulty {t.difficulty:g}")
-        for t in workloads.dataset(family, n, seed, model=baseline_model)
-    ]
-    return TaskData(task or family, tuple(items), f"emulator:{family}:n={n}:seed={seed}", simulated=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -469,7 +453,6 @@ __all__ = [
     "items_from_exchanges",
     "label_set",
     "last_user_text",
-    "load_emulator_family",
     "load_jsonl",
     "load_ledger",
     "output_text",

@@ -17,7 +17,7 @@ the gateway's drift watch, and the diagnostics every run reports (reference proo
   and cost. Such orders are marked `identical` and the certificate check confirms the texts really match.
 - One loop, no I/O (`JudgeRound`): it lays out the first wave of requests, takes the replies, lays out the
   re-asks for replies without a verdict, takes those, and returns the Judgments. `Judge` drives it through the
-  proof's batching `Caller`; the drift watch (parity.gateway.shadow) drives it with its async upstream calls,
+  proof's batching `Caller`; the drift watch (parity.gateway.drift) drives it with its async upstream calls,
   so both score the same replies the same way.
 - Diagnostics: swap inconsistency, tie rate, length ratio, a length-controlled estimate (the minimal
   AlpacaEval GLM of §1.3: a logistic regression of the preference on tanh(Δlength / sd)), judge failures, and a

@@ -24,8 +24,6 @@ the runner's call cache).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import re
@@ -35,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from parity.canonical import canonical_hash
 from parity.errors import InputError, ParityError
 from parity.policy import Demo, TunedPrompt
 
@@ -194,8 +193,7 @@ Progress = Callable[[ProgressEvent], None]
 
 def prompt_hash(prompt: TunedPrompt) -> str:
     """Stable short hash of a tuned prompt (system + demos), used in history, caches and certificates."""
-    canonical = json.dumps(_prompt_dict(prompt), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return canonical_hash(_prompt_dict(prompt), 16)
 
 
 def expected_max_normal(k: int) -> float:

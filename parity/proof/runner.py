@@ -19,7 +19,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -33,64 +33,24 @@ from parity.proof import certificate as certs
 from parity.proof import optimize as opt
 from parity.proof.calls import BudgetExhausted, Call, Caller, CallResult, request_key
 from parity.proof.data import (
-    DEFAULT_FRACTIONS,
     ProofItem,
     Splits,
     TaskData,
     gold_text,
-    load_emulator_family,
     infer_schema,
     all_for_test,
     split,
 )
-from parity.proof.judge import Diagnostics, Judge, Judgment, PairToJudge, check_judge_model, diagnose, diagnose_scores
+from parity.proof.judge import Judge, Judgment, PairToJudge, check_judge_model, diagnose, diagnose_scores
+from parity.proof.records import CandidateOutcome, ProveConfig
 from parity.proof.scoring import SCORINGS, Scoring, choose_scoring
 from parity.proof.sequential import SequentialTest
 from parity.proof.signing import load_signing_key
+from parity.report.certificate_html import write_html
 from parity.tokens import TokenCounter
 
 FIRST_CHUNK = 10
 PROPOSE_MAX_TOKENS = 2048
-
-
-@dataclass(frozen=True)
-class ProveConfig:
-    """Every setting of a proof; stored in the run directory and the certificate."""
-
-    task: str
-    baseline_model: str
-    candidate_models: tuple[str, ...]
-    judge_model: str | None = None
-    margin: float = 0.05
-    alpha: float = 0.05
-    n_max: int = 400
-    budget_usd: Decimal | None = None
-    sync: bool = False
-    scoring: str = "auto"
-    reference_guided: bool = False
-    split_by: str = "auto"
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
-    seed: int = 0
-    optimize: bool = True
-    max_prompt_candidates: int = 32
-    minibatch: int = 16
-    method: str = "agrapa"
-    monthly_requests: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["candidate_models"] = list(self.candidate_models)
-        data["fractions"] = list(self.fractions)
-        data["budget_usd"] = None if self.budget_usd is None else str(self.budget_usd)
-        return data
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that make a run what it is. The budget is not one: rerunning with a larger budget on the
-        same run directory goes on from where the money ran out, paying for nothing twice."""
-        return {k: v for k, v in self.to_dict().items() if k != "budget_usd"}
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -105,26 +65,6 @@ class Event:
 
 ProgressFn = Callable[[Event], None]
 Optimizer = Callable[..., opt.OptimizeResult]
-
-
-@dataclass
-class CandidateOutcome:
-    """One candidate's proof, as it goes into the certificate."""
-
-    model: str
-    verdict: str
-    stopped_by: str
-    n_used: int
-    result: dict[str, Any] | None
-    observations: list[dict[str, Any]]
-    order: list[str]
-    prompt: TunedPrompt
-    prompt_hash: str
-    optimization: dict[str, Any] | None
-    diagnostics: Diagnostics
-    cost_per_request: Decimal | None
-    notes: list[str] = field(default_factory=list)
-
 
 @dataclass
 class ProveOutcome:
@@ -471,7 +411,7 @@ def prove(
     cert_path = certs.write_json(cert, run_dir / "certificate.json")
     out_html = None
     if html_path is not None:
-        out_html = certs.write_html(cert, html_path)
+        out_html = write_html(cert, html_path)
     entry = None
     if chosen is not None:
         entry = _policy_entry(config, chosen, cert, cert_path, scoring, items, policy_path)
@@ -564,48 +504,6 @@ def gold_reference(item: ProofItem) -> str | None:
     return item.reference or gold_text(item)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# One call for a caller that just wants the answer (the demo, notebooks)
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskProof:
-    """The headline of one task's proof: what was decided, on how much evidence, and what it costs and saves.
-
-    Money is Decimal USD. `proof_cost_usd` is what the proof itself spent (at batch prices unless `sync`);
-    `proof_cost_sync_usd` is what the same calls cost at standard prices. The per-request costs are at standard
-    prices on the test prompts, before (baseline) and after (the chosen candidate with its tuned prompt).
-    """
-
-    task: str
-    verdict: str
-    candidate: str | None
-    stopped_by: str
-    n_used: int
-    estimate: float | None
-    lower_bound: float | None
-    threshold: float | None
-    proof_cost_usd: Decimal
-    proof_cost_sync_usd: Decimal | None
-    cost_per_request_before: Decimal | None
-    cost_per_request_after: Decimal | None
-    """The candidate's own answer with its tuned prompt (what the test measured)."""
-    net_cost_per_request_after: Decimal | None
-    """What routing really costs per request: the answer, the fallbacks the test saw, the drift watch's share."""
-    projected_monthly_saving: Decimal | None
-    policy_entry: TaskPolicy | None
-    certificate_id: str
-    certificate_path: Path
-    html_path: Path | None
-    simulated: bool
-    outcome: ProveOutcome
-
-
-def _dec_or_none(value: Any) -> Decimal | None:
-    return None if value in (None, "") else Decimal(str(value))
-
-
 def standard_price_of_calls(run_dir: str | Path, table: pricing.PriceTable | None = None) -> Decimal:
     """What the calls of a run cost at standard (non-batch) prices: the price of `--sync` for the same work."""
     total = Decimal(0)
@@ -624,92 +522,6 @@ def standard_price_of_calls(run_dir: str | Path, table: pricing.PriceTable | Non
     return total
 
 
-def prove_task(
-    task: str,
-    *,
-    run_dir: str | Path,
-    family: str | None = None,
-    data: TaskData | None = None,
-    baseline: str = "claude-opus-4-8",
-    candidates: Sequence[str] = ("claude-haiku-4-5",),
-    n: int = 300,
-    n_max: int = 150,
-    margin: float = 0.1,
-    alpha: float = 0.05,
-    seed: int = 0,
-    max_prompt_candidates: int = 8,
-    budget_usd: Decimal | None = None,
-    sync: bool = False,
-    monthly_requests: int | None = None,
-    client: Any = None,
-    emulator: Any = None,
-    progress: ProgressFn | Any = None,
-    policy_path: str | Path | None = None,
-    html_path: str | Path | None = None,
-) -> TaskProof:
-    """Prove one task and return its headline numbers; the whole record stays in the certificate.
 
-    Prompts come from `data` (e.g. `items_from_exchanges` over a recorded log) or, with `family`, are generated
-    by `parity.workloads` (`n` of them). Calls go to `client`, else to `emulator.client()`, else to a fresh
-    in-process emulator (batches finish at once, polling does not sleep). `progress` is a callback taking an
-    `Event`, or a `rich.progress.Progress`, which gets one row for this task. The defaults are sized for a demo:
-    300 generated prompts (150 of them sealed for the test), at most 150 test prompts, δ = 0.10 and 8 prompt
-    candidates take two to four seconds per task on the emulator. Smaller tasks often end inconclusive: the
-    test is about future traffic, so a few dozen prompts rarely rule out a loss of δ.
-    """
-    if (family is None) == (data is None):
-        raise InputError("give prove_task either family= (generated prompts) or data= (the team's prompts)")
-    if data is None:
-        data = load_emulator_family(str(family), n, seed=seed, baseline_model=baseline, task=task)
-    sleep = None
-    simulated = client is None or data.simulated
-    if client is None:
-        if emulator is None:
-            from parity.emulator.service import Emulator
-
-            emulator = Emulator(seed=seed)
-            emulator.batches.processing_s = "instant"
-        client = emulator.client()
-        sleep = emulator.clock.advance if hasattr(emulator.clock, "advance") else (lambda seconds: None)
-    table = getattr(emulator, "table", None)
-    config = ProveConfig(task=task, baseline_model=baseline, candidate_models=tuple(candidates), margin=margin,
-                         alpha=alpha, n_max=n_max, budget_usd=budget_usd, sync=sync, seed=seed,
-                         max_prompt_candidates=max_prompt_candidates, monthly_requests=monthly_requests)
-    outcome = prove(config, data, client, run_dir=run_dir, progress=_progress_fn(progress, task),
-                    policy_path=policy_path, html_path=html_path, sleep=sleep, table=table, simulated=simulated)
-    cert = outcome.certificate
-    chosen = outcome.chosen
-    shown = chosen or (outcome.candidates[0] if outcome.candidates else None)
-    result = (shown.result or {}) if shown is not None else {}
-    cost = cert["cost"]
-    return TaskProof(
-        task=task, verdict=cert["decision"]["verdict"], candidate=chosen.model if chosen else None,
-        stopped_by=shown.stopped_by if shown else "budget", n_used=shown.n_used if shown else 0,
-        estimate=result.get("estimate"), lower_bound=result.get("lower_bound"), threshold=result.get("threshold"),
-        proof_cost_usd=outcome.spent, proof_cost_sync_usd=_dec_or_none(cost["proof_at_standard_prices"]),
-        cost_per_request_before=_dec_or_none(cost["baseline_per_request"]),
-        cost_per_request_after=_dec_or_none(shown.cost_per_request if shown else None),
-        net_cost_per_request_after=_dec_or_none(cost.get("net_candidate_per_request")),
-        projected_monthly_saving=_dec_or_none(cost["projected_monthly_saving"]),
-        policy_entry=outcome.policy_entry, certificate_id=cert["id"], certificate_path=outcome.certificate_path,
-        html_path=outcome.html_path, simulated=bool(cert.get("simulated")), outcome=outcome,
-    )
-
-
-def _progress_fn(progress: ProgressFn | Any, task: str) -> ProgressFn | None:
-    """A callback as is; a rich Progress as one row ("prove <task>: <stage>: <message>") that it keeps current."""
-    if progress is None or callable(progress) and not hasattr(progress, "add_task"):
-        return progress
-    from rich.markup import escape
-
-    row = progress.add_task(f"prove {task}", total=None)
-
-    def update(event: Event) -> None:
-        progress.update(row, description=escape(f"prove {task}: {event.stage}: {event.message}"[:80]),
-                        total=event.total, completed=event.done if event.done is not None else None)
-
-    return update
-
-
-__all__ = ["CandidateOutcome", "Event", "ProveConfig", "ProveOutcome", "SCORINGS", "Scoring", "TaskProof",
-           "choose_scoring", "fill_baseline_outputs", "prove", "prove_task", "standard_price_of_calls"]
+__all__ = ["CandidateOutcome", "Event", "ProveConfig", "ProveOutcome", "SCORINGS", "Scoring", "choose_scoring",
+           "fill_baseline_outputs", "prove", "standard_price_of_calls"]

@@ -18,13 +18,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parity import canonical
 from parity.errors import InputError, ParityError
 
 ED25519 = "ed25519"
@@ -155,7 +155,7 @@ def generate_key_file(path: str | Path) -> SigningKey:
 def canonical_bytes(cert: Mapping[str, Any]) -> bytes:
     """What a signature covers: the certificate without its signature, as canonical JSON."""
     body = {k: v for k, v in cert.items() if k != FIELD}
-    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return canonical.canonical_bytes(body, allow_nan=False)
 
 
 def _b64(data: bytes) -> str:
@@ -193,7 +193,7 @@ def sign(cert: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
 
 def _ed25519_valid(public: bytes, value: bytes, message: bytes) -> bool:
     _, ed25519 = _crypto()
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature  # with _crypto: only Ed25519 pays for the library
 
     try:
         ed25519.Ed25519PublicKey.from_public_bytes(public).verify(value, message)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.files import write_atomic
+from parity.pricing import format_usd
 from parity.report import plots
 from parity.report.html import Page, Safe, badge, escape
 
@@ -40,16 +41,8 @@ def _dec(value: Any) -> Decimal:
 
 
 def money(value: Any) -> str:
-    """A decimal USD string for people: cents above a dollar, more places for sub-cent amounts."""
-    amount = _dec(value)
-    sign = "-" if amount < 0 else ""
-    amount = abs(amount)
-    if amount >= 1 or amount == 0:
-        return f"{sign}${amount:,.2f}"
-    if amount < Decimal("0.000001"):
-        return f"{sign}${amount:.2E}"
-    text = f"{amount:.6f}".rstrip("0")
-    return f"{sign}${text}{'0' * max(0, 2 - len(text.split('.')[1]))}"
+    """A report amount for people (`format_usd`); a missing or unreadable amount reads $0.00."""
+    return format_usd(_dec(value))
 
 
 def _pct(value: Any) -> str:

@@ -1,6 +1,6 @@
 """`parity audit FILE --json --html` and `parity cache-diff` end to end, on a log recorded the way a team records.
 
-The log is real SDK traffic: `parity.workloads` requests sent with the `anthropic` SDK to the emulator, recorded by
+The log is real SDK traffic: `parity.emulator.workloads` requests sent with the `anthropic` SDK to the emulator, recorded by
 `parity.wrap` (the emulator's manual clock drives both the cache and the recorded start times). Planted in it:
 a timestamp and a request UUID in system prompts, tool JSON with unsorted keys, tools in another order, a tool set
 that varies per user, a template whose model alternates, a healthy template, a nightly job on Opus with closed-set
@@ -15,7 +15,6 @@ import json
 import os
 import random
 import re
-import sys
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -27,7 +26,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import parity
-from parity import workloads
+from parity.emulator import workloads
 from parity.audit import audit_exchanges, audit_paths, print_audit, validate_report
 from parity.cli import app
 from parity.emulator.clock import ManualClock
@@ -93,26 +92,24 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Record the traffic through parity.wrap, insert the bad lines, and index the final file by task."""
     path = tmp_path_factory.mktemp("cli") / "traffic.jsonl"
     clock = ManualClock(datetime(2026, 11, 24, 14, 0, tzinfo=timezone.utc).timestamp())
-    wrap_module = sys.modules["parity.wrap"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wrap_module, "_now", clock.now)  # recorded start times follow the emulator's clock
-        client = parity.wrap(Emulator(clock=clock).client(), sink=str(path))
-        plans = _plans()
-        for i in range(max(len(p) for p in plans.values())):
-            for task, requests in plans.items():
-                if i >= len(requests):
-                    continue
-                clock.advance(7)
-                if task == "triage":
-                    with tagged(task=task, job="nightly-triage"):
-                        client.messages.create(**requests[i])
-                else:
-                    tags = {"task": task, **({"user": f"user-{i % 2}"} if task == "per-user" else {})}
-                    with tagged(**tags), client.messages.stream(**requests[i]) as stream:
-                        stream.get_final_message()
-        recorder = recorder_of(client)
-        assert recorder is not None and recorder.flush()
-        recorder.close()
+    # recorded start times follow the emulator's clock
+    client = parity.wrap(Emulator(clock=clock).client(), sink=str(path), clock=clock.now)
+    plans = _plans()
+    for i in range(max(len(p) for p in plans.values())):
+        for task, requests in plans.items():
+            if i >= len(requests):
+                continue
+            clock.advance(7)
+            if task == "triage":
+                with tagged(task=task, job="nightly-triage"):
+                    client.messages.create(**requests[i])
+            else:
+                tags = {"task": task, **({"user": f"user-{i % 2}"} if task == "per-user" else {})}
+                with tagged(**tags), client.messages.stream(**requests[i]) as stream:
+                    stream.get_final_message()
+    recorder = recorder_of(client)
+    assert recorder is not None and recorder.flush()
+    recorder.close()
 
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 6 * N + N + TRIAGE

@@ -9,9 +9,9 @@ from datetime import timedelta
 import anthropic
 import pytest
 
+from parity.api.errors import APIError, invalid
 from parity.emulator.batches import BatchStore, results_url
 from parity.emulator.clock import ManualClock
-from parity.emulator.errors import APIError, invalid
 from parity.exchange import parse_time
 from tests.emulator.conftest import MODEL, USER, headers
 

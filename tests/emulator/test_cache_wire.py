@@ -7,7 +7,7 @@ import pytest
 
 from parity import catalog
 from parity import tokenizer
-from parity.emulator.service import RequestContext
+from parity.emulator.context import RequestContext
 
 from .conftest import USER
 

@@ -8,7 +8,7 @@ import anthropic
 import httpx2
 import pytest
 
-from parity.emulator.errors import APIError
+from parity.api.errors import APIError
 from parity.emulator.faults import FAULT_KINDS, Fault, FaultSchedule, parse_rates, requested_fault
 from parity.emulator.service import Emulator
 from parity.errors import InputError

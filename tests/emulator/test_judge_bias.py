@@ -3,7 +3,7 @@ real judge: the emulator through the anthropic SDK, the judge request from parit
 verdict from parse_verdict, both orders of every prompt.
 
 The pairs are realistic: a Haiku candidate's and an Opus baseline's own answers to the same prompts of the four
-simulated task families, judged by Opus without a reference (the default judge). Each bias is a knob of the judge
+simulated scenarios, judged by Opus without a reference (the default judge). Each bias is a knob of the judge
 model's profile (profiles.JudgeBias); setting it to 0 removes its effect and leaves the others in place.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from parity import workloads as wl
-from parity.emulator.brains import families as fam
+from parity.emulator import workloads as wl
+from parity.emulator.brains import scenarios
 from parity.emulator.brains.profiles import JudgeBias, default_profile
 from parity.emulator.brains.simulated import SimulatedBrain
 from parity.emulator.service import Emulator
@@ -24,7 +24,7 @@ from parity.proof.judge_prompt import parse_verdict, question_text, system_text
 
 BASELINE, CANDIDATE = "claude-opus-4-8", "claude-haiku-4-5"
 JUDGE = BASELINE
-PER_FAMILY = 150
+PER_SCENARIO = 150
 SEED = 3
 
 Verdicts = tuple[str | None, str | None]  # (first answer shown as A, first answer shown as B)
@@ -34,7 +34,7 @@ Verdicts = tuple[str | None, str | None]  # (first answer shown as A, first answ
 class Pair:
     """One prompt with two different answers (the baseline's first), each with its true quality."""
 
-    family: str
+    scenario: str
     request: dict[str, Any]
     answers: tuple[str, str]
     scores: tuple[float, float]
@@ -67,16 +67,16 @@ def pairs() -> list[Pair]:
     judged: the judge runner calls them a tie without asking)."""
     client = Emulator(seed=0).client()
     out = []
-    for family in fam.FAMILIES:
-        source = fam.get(family)
-        for item in wl.dataset(family, PER_FAMILY, SEED, model=BASELINE):
+    for scenario in scenarios.SCENARIOS:
+        source = scenarios.get(scenario)
+        for item in wl.dataset(scenario, PER_SCENARIO, SEED, model=BASELINE):
             base = _text(client, item.request)
             cand = _text(client, {**item.request, "model": CANDIDATE})
             if base.strip() == cand.strip():
                 continue
             scores = (source.score(base, item.gold), source.score(cand, item.gold))
             correct = (source.correct(base, item.gold), source.correct(cand, item.gold))
-            out.append(Pair(family, item.request, (base, cand), scores, correct, item.difficulty > 1.0))
+            out.append(Pair(scenario, item.request, (base, cand), scores, correct, item.difficulty > 1.0))
     return out
 
 
@@ -137,8 +137,8 @@ def test_the_defaults_are_the_references_and_each_model_can_have_its_own():
 def test_swap_inconsistency_is_in_the_range_real_judges_show(pairs, judged):
     assert len(pairs) >= 300
     share = sum(map(inconsistent, judged)) / len(judged)
-    by_family = {f: [inconsistent(v) for p, v in zip(pairs, judged) if p.family == f] for f in fam.FAMILIES}
-    detail = {f: (len(x), round(sum(x) / len(x), 3)) for f, x in by_family.items()}
+    by_scenario = {f: [inconsistent(v) for p, v in zip(pairs, judged) if p.scenario == f] for f in scenarios.SCENARIOS}
+    detail = {f: (len(x), round(sum(x) / len(x), 3)) for f, x in by_scenario.items()}
     assert 0.15 <= share <= 0.35, (share, detail)  # §1.2: 15–35% of prompts are swayed by the order (0.21 here)
     # without position bias the two orders always agree: nothing else in the judge depends on the order
     sample = pairs[::2]

@@ -9,9 +9,11 @@ import anthropic
 import jsonschema
 import pytest
 
+from parity.prompt import count_request
 from parity import tokenizer
 from parity.emulator.brains.base import BrainReply
-from parity.emulator.service import Emulator, RequestContext
+from parity.emulator.context import RequestContext
+from parity.emulator.service import Emulator
 
 from .conftest import MODEL, USER, text_reply, tool_reply
 
@@ -215,7 +217,7 @@ def test_prewarm_returns_no_content_and_no_output(client):
 def test_count_tokens(client):
     tools = [WEATHER]
     counted = client.messages.count_tokens(model=MODEL, messages=USER, system="Be brief.", tools=tools)
-    expected = tokenizer.count_request({"model": MODEL, "messages": USER, "system": "Be brief.", "tools": tools})
+    expected = count_request({"model": MODEL, "messages": USER, "system": "Be brief.", "tools": tools})
     assert counted.input_tokens == expected > 0
 
 
@@ -312,7 +314,7 @@ def test_simulated_brain_structured_output_validates():
     ],
 )
 def test_repair_and_instance_for_produce_valid_values(schema):
-    from parity.emulator.service import instance_for, repair
+    from parity.emulator.schema_instance import instance_for, repair
 
     jsonschema.validate(instance_for(schema), schema)
     for broken in (None, "text", {"unrelated": 1}, {"n": "three", "xs": [1], "p": {"x": -1}}, [1, 2]):

@@ -14,13 +14,16 @@ from typing import Any
 
 import pytest
 
-from parity import workloads as wl
-from parity.emulator.brains import families as fam
+from parity.emulator import workloads as wl
+from parity.emulator.brains import scenarios
+from parity.emulator.brains.scenarios.base import VARIANT_NOTES, Scenario
+from parity.emulator.brains.scenarios.thread_summary import support_policy_text
+from parity.emulator.brains.scenarios.ticket_triage import TRIAGE_DEFINITIONS
 from parity.emulator.service import Emulator
 from parity.proof.optimize import Example, Failure, TunedPrompt, optimize, parse_proposals, propose_prompt_for_baseline
 
 BASELINE, CANDIDATE = "claude-opus-4-8", "claude-haiku-4-5"
-TRIAGE = fam.get("ticket_triage")
+TRIAGE = scenarios.get("ticket_triage")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def tickets(labels: set[str], n: int, seed: int) -> list[wl.TaskItem]:
     return out
 
 
-def accuracy(client, items: list[wl.TaskItem], system: str, source: fam.Family = TRIAGE) -> float:
+def accuracy(client, items: list[wl.TaskItem], system: str, source: Scenario = TRIAGE) -> float:
     """The candidate's share of right answers with `system` as its instruction."""
     right = 0
     for item in items:
@@ -99,7 +102,7 @@ def test_triage_rules_define_the_labels_the_failures_confuse(client):
 
 
 def test_invoice_rules_name_the_fields_the_failures_get_wrong(client):
-    source = fam.get("invoice_extraction")
+    source = scenarios.get("invoice_extraction")
     plain = source.system_prompt()
     items = wl.dataset("invoice_extraction", 8, 4, model=CANDIDATE)
 
@@ -122,11 +125,11 @@ def test_invoice_rules_name_the_fields_the_failures_get_wrong(client):
 
 
 def test_math_and_summary_rules_follow_the_mistake(client):
-    math = fam.get("math_reasoning")
+    math = scenarios.get("math_reasoning")
     problems = wl.dataset("math_reasoning", 4, 5, model=CANDIDATE)
     bare = [failure(i, str(i.gold + 3)) for i in problems]  # a wrong number with no working shown
     assert all("steps" in math.covered(p) for p in propose(client, math.system_prompt(), bare))
-    summary = fam.get("thread_summary")
+    summary = scenarios.get("thread_summary")
     threads = wl.dataset("thread_summary", 4, 6, model=CANDIDATE)
     invented = [failure(i, i.reference + " The refund was $999.99.") for i in threads]
     assert all(summary.covered(p) == {"invented"} for p in propose(client, summary.system_prompt(), invented))
@@ -134,13 +137,13 @@ def test_math_and_summary_rules_follow_the_mistake(client):
     proposals = propose(client, summary.system_prompt(), order_left_out)
     assert all(summary.covered(p) and summary.covered(p) <= {"missing", "name:order"} for p in proposals)
     assert any("order number" in p for p in proposals)
-    assert not any(fam.support_policy_text() in p for p in proposals)  # a revision leaves the manual out
+    assert not any(support_policy_text() in p for p in proposals)  # a revision leaves the manual out
 
 
 def test_the_sentences_that_make_proposals_distinct_fix_nothing():
-    for name in fam.FAMILIES:
-        source = fam.get(name)
-        assert all(not source.covered(note) for note in fam.VARIANT_NOTES), name
+    for name in scenarios.SCENARIOS:
+        source = scenarios.get(name)
+        assert all(not source.covered(note) for note in VARIANT_NOTES), name
 
 
 def test_judge_reasons_are_read_when_no_answer_is_shown(client):
@@ -152,8 +155,8 @@ def test_judge_reasons_are_read_when_no_answer_is_shown(client):
 
 
 def test_no_failures_or_none_the_instruction_misses_add_no_rule(client):
-    for name in fam.FAMILIES:
-        source = fam.get(name)
+    for name in scenarios.SCENARIOS:
+        source = scenarios.get(name)
         for current in (source.system_prompt(), source.system_prompt(clear=True)):
             for p in propose(client, current, []):
                 assert source.covered(p) == source.covered(current) and source.clarity(p) == source.clarity(current)
@@ -174,12 +177,12 @@ def test_a_rule_helps_only_the_tickets_whose_mistake_it_addresses(client):
     task = tickets({"billing", "cancellation"}, 300, 5)  # a team whose tickets are about money and cancelling
 
     def define(*labels: str) -> str:
-        return plain + "\n" + "\n".join(f"- {x}: {fam.TRIAGE_DEFINITIONS[x]}" for x in labels)
+        return plain + "\n" + "\n".join(f"- {x}: {TRIAGE_DEFINITIONS[x]}" for x in labels)
 
     before = accuracy(client, task, plain)
     assert accuracy(client, task, define("billing", "cancellation")) - before >= 0.06
     assert abs(accuracy(client, task, define("shipping", "feature_request")) - before) <= 0.04
-    assert abs(accuracy(client, task, plain + "\n" + fam.VARIANT_NOTES[0]) - before) <= 0.04
+    assert abs(accuracy(client, task, plain + "\n" + VARIANT_NOTES[0]) - before) <= 0.04
 
 
 def test_proposals_from_this_tasks_failures_help_it_more_than_anothers(client):

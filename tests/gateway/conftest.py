@@ -28,13 +28,14 @@ from parity.emulator.brains.base import BrainReply, BrainRequest
 from parity.emulator.clock import ManualClock
 from parity.emulator.faults import FaultSchedule
 from parity.emulator.service import Emulator
-from parity.emulator.transport import AsyncASGITransport, EventLoopThread, SyncASGITransport
+from parity.api.transport import AsyncASGITransport, EventLoopThread, SyncASGITransport
 from parity.gateway.app import create_gateway
 from parity.gateway.config import GatewayConfig
 from parity.gateway.retry import RetryPolicy
 from parity.ledger.reader import read_ledger
 from parity.policy import Contract, Match, Policy, TaskPolicy, TunedPrompt
-from parity.proof.runner import TaskProof, prove_task
+from parity.emulator.prove import prove_scenario
+from parity.proof.quick import TaskProof
 
 BASELINE = "claude-opus-4-8"
 CANDIDATE = "claude-haiku-4-5"
@@ -148,7 +149,7 @@ class Certificates:
                 raise AssertionError(f"no switch verdict for task {task!r} in seeds {self.SEEDS}: the prover or the "
                                      "simulated models changed; widen SEEDS or change n/n_max in Certificates.proof")
             self._seed[task] = seed + 1
-            proof = prove_task(task, family=self.FAMILY, seed=seed, n=240, n_max=160, baseline=BASELINE,
+            proof = prove_scenario(task, self.FAMILY, seed=seed, n=240, n_max=160, baseline=BASELINE,
                                candidates=(CANDIDATE,), run_dir=self.root / f"{task}-{seed}")
             if proof.verdict == "switch":
                 found.append(proof)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 
-from parity import workloads
+from parity.emulator import workloads
 from parity.emulator.service import Emulator
 from parity.gateway import cachefix
 from parity.prompt import first_divergence, render

@@ -20,7 +20,7 @@ from parity.errors import InputError
 from parity.gateway.certified import REASONS, route_problem
 from parity.policy import CertificateRef, Contract, Match, Policy, TaskPolicy, TunedPrompt, save_policy
 from parity.proof import certificate as certs
-from parity.proof.runner import prove_task
+from parity.emulator.prove import prove_scenario
 from parity.proof.signing import generate_key_file, load_signing_key, sign
 
 from .conftest import BASELINE, CANDIDATE, SCHEMA, TASK, USER, certified
@@ -62,7 +62,7 @@ def refused_routes(http) -> list[str]:
 @pytest.fixture(scope="module")
 def not_switch(tmp_path_factory) -> TaskPolicy:
     """A triage route on a genuine certificate whose verdict is not switch (the candidate fails arithmetic)."""
-    proof = prove_task("triage", family="math_reasoning", seed=0, baseline=BASELINE, candidates=(CANDIDATE,),
+    proof = prove_scenario("triage", "math_reasoning", seed=0, baseline=BASELINE, candidates=(CANDIDATE,),
                        run_dir=tmp_path_factory.mktemp("not-switch"))
     assert proof.verdict != "switch"
     prompt = proof.outcome.candidates[0].prompt

@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from parity import workloads
+from parity.emulator import workloads
+from parity.emulator.brains import scenarios
 from parity.emulator.brains.simulated import SimulatedBrain
 from parity.emulator.service import Emulator
-from parity.gateway.shadow import DriftMonitor, Sampler
+from parity.gateway.drift import DriftMonitor, Sampler
 from parity.policy import Demo, TaskPolicy, TunedPrompt, apply_prompt
 
 from .conftest import certified
@@ -26,7 +27,7 @@ def make_policy(rate: float = 1.0) -> TaskPolicy:
     demos = [Demo(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, len(turns), 2)]
     return TaskPolicy(
         task="triage", mode="route", baseline_model=BASELINE, candidate_model=CANDIDATE,
-        prompt=TunedPrompt(system=workloads.fam.get(FAMILY).system_prompt(clear=True), demos=demos),
+        prompt=TunedPrompt(system=scenarios.get(FAMILY).system_prompt(clear=True), demos=demos),
         margin=0.05, alpha=0.05, shadow_rate=rate,
     )
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from parity.api.errors import APIError
 from parity.emulator.brains.base import BrainReply, BrainRequest
-from parity.emulator.errors import APIError
 from parity.emulator.service import Emulator
-from parity.gateway.shadow import DriftMonitor
+from parity.gateway.drift import DriftMonitor
 from parity.policy import TaskPolicy
 from parity.proof.calls import Caller
 from parity.proof.judge import Judge, Judgment, PairToJudge, diagnose

@@ -16,7 +16,7 @@ import httpx2
 import pytest
 
 from parity.emulator.brains.base import BrainReply
-from parity.emulator.transport import AsyncASGITransport
+from parity.api.transport import AsyncASGITransport
 
 from .conftest import BASELINE, CANDIDATE, GOOD_BASELINE, TASK, USER, policy, scoped_fault, text
 

@@ -13,7 +13,7 @@ import pytest
 from parity import pricing
 from parity.emulator.brains.base import BrainReply
 from parity.gateway.app import create_gateway
-from parity.gateway.config import GatewayConfig
+from parity.gateway.local import emulator_config
 from parity.gateway.upstream import Upstream
 from parity.policy import Contract, Match, Policy, TaskPolicy
 
@@ -314,8 +314,7 @@ def test_served_on_a_socket_with_the_emulator_upstream(tmp_path):
 
     from .conftest import ModelBrain
 
-    config = GatewayConfig(upstream="emulator", emulator=Emulator(brain=ModelBrain(), clock=ManualClock()),
-                           ledger_url=str(tmp_path / "l.db"))
+    config = emulator_config(Emulator(brain=ModelBrain(), clock=ManualClock()), ledger_url=str(tmp_path / "l.db"))
     app = create_gateway(config)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

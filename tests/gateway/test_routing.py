@@ -8,8 +8,9 @@ import time
 import pytest
 
 from parity.contract import check
+from parity.gateway.certified import same_model
 from parity.gateway.retry import CircuitBreaker, RetryPolicy, retry_after
-from parity.gateway.routing import TaskRouter, same_model
+from parity.gateway.routing import TaskRouter
 from parity.policy import Contract, Match, Policy, TaskPolicy
 
 from .conftest import BASELINE, CANDIDATE, SCHEMA, TASK, USER, policy, text
@@ -174,7 +175,7 @@ def test_routed_answers_feed_drift_and_a_rollback_sends_the_task_to_the_baseline
     task_policy.tasks["triage"].shadow_rate = 0.05
     harness = make(policy=task_policy)
     monitor = FakeMonitor(task_policy.tasks["triage"])
-    harness.gateway._monitors["triage"] = monitor
+    harness.gateway.drift._monitors["triage"] = monitor
     with harness.sdk() as sdk:
         assert sdk.messages.create(**PARAMS, extra_headers=TASK).model == CANDIDATE
         request, message = monitor.observed[0]
@@ -190,8 +191,6 @@ def test_drift_monitor_is_built_for_route_mode_with_a_shadow_rate(make):
     task_policy = policy("route")
     task_policy.tasks["triage"].shadow_rate = 0.05
     harness = make(policy=task_policy, drift_options={"via": "sync"})
-    if harness.gateway.shadow is None:
-        pytest.skip("parity.gateway.shadow is not installed")
     with harness.sdk() as sdk:
         sdk.messages.create(**PARAMS, extra_headers=TASK)
     monitor = harness.gateway.monitors["triage"]
@@ -203,8 +202,6 @@ def test_drift_monitor_is_built_for_route_mode_with_a_shadow_rate(make):
 
 def test_deferred_requests_get_a_handle_and_later_the_message(make):
     harness = make(deferral_options={"max_wait_s": 0.0, "poll_interval_s": 0.01})
-    if harness.gateway.deferral is None:
-        pytest.skip("parity.gateway.deferral is not installed")
     with harness.http() as http:
         headers = {"x-api-key": "k", "anthropic-version": "2023-06-01", "x-parity-defer": "true"}
         r = http.post("/v1/messages", json=PARAMS, headers=headers)
@@ -234,7 +231,7 @@ def test_cache_hygiene_runs_only_for_tasks_that_opt_in(make, monkeypatch):
 
     task_policy = policy("route")
     harness = make(policy=task_policy)
-    harness.gateway.cachefix = FakeCacheFix
+    harness.gateway.hygiene.fix = FakeCacheFix.apply
     with harness.sdk() as sdk:
         sdk.messages.create(**PARAMS, extra_headers=TASK)
         assert calls == []

@@ -153,7 +153,7 @@ def test_unrouted_cut_raises_in_the_sdk_after_the_partial_text(gw):
 
 
 async def test_async_sdk_streams_through_the_gateway(make):
-    from parity.emulator.transport import AsyncASGITransport
+    from parity.api.transport import AsyncASGITransport
 
     harness = make()
     http = httpx2.AsyncClient(transport=AsyncASGITransport(harness.app), base_url="http://gateway.test")

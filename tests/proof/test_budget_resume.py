@@ -16,7 +16,7 @@ from parity.policy import TaskPolicy, apply_prompt
 from parity.pricing import cost
 from parity.proof import certificate as certs
 from parity.proof.calls import BudgetExhausted, Call, Caller, estimate_cost
-from parity.proof.data import load_emulator_family
+from parity.emulator.workloads import load_emulator_family
 from parity.proof.judge import Judge, PairToJudge
 from parity.proof.runner import ProveConfig, fill_baseline_outputs, prove
 

@@ -19,9 +19,10 @@ from parity.policy import Demo, TunedPrompt
 from parity.proof import certificate as certs
 from parity.proof import optimize as opt
 from parity.proof.calls import request_key
-from parity.proof.data import load_emulator_family
+from parity.emulator.workloads import load_emulator_family
 from parity.proof.judge_prompt import parse_verdict
 from parity.proof.runner import ProveConfig, prove
+from parity.report import certificate_html
 
 BASELINE, CANDIDATE = "claude-opus-4-8", "claude-haiku-4-5"
 
@@ -263,7 +264,7 @@ def test_an_emulator_certificate_says_simulated_in_json_and_html(triage):
     assert on_emulator["simulated"] is True and on_emulator["warnings"][0].startswith("simulated:")
     real = certs.build(**{**BUILT["ticket_triage"], "data": real_prompts, "simulated": False})
     assert real["simulated"] is False and not any(w.startswith("simulated") for w in real["warnings"])
-    assert "SIMULATED" not in certs.render_html(real) and "SIMULATED" in certs.render_html(on_emulator)
+    assert "SIMULATED" not in certificate_html.render_html(real) and "SIMULATED" in certificate_html.render_html(on_emulator)
 
 
 # ---- upstream request ids ------------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ def test_judge_failures_are_shown_per_candidate(summary):
     chosen = outcome if built["chosen"] is not None else None
     cert = certs.build(**{**built, "outcomes": [outcome], "chosen": chosen})
     assert cert["candidates"][0]["judge_failures"] == 3 and cert["candidates"][0]["diagnostics"]["judge_failures"] == 3
-    page = certs.render_html(cert)
+    page = certificate_html.render_html(cert)
     assert re.search(r"judge calls that failed</td>\s*<td[^>]*>3<", page)
 
 
@@ -515,7 +516,7 @@ def test_a_version_1_certificate_still_verifies_and_renders(tmp_path, triage, su
         result = certs.verify(path)
         assert result.ok, result.problems
         assert result.signature == "unsigned" and result.hypothesis and certs.POPULATION in result.hypothesis
-        page = certs.render_html(old)
+        page = certificate_html.render_html(old)
         assert "Decision" in page and "What routing costs" not in page
     res = CliRunner().invoke(app, ["verify", str(tmp_path / "ticket_triage-v1.json")], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "verified" in res.output

@@ -18,7 +18,8 @@ from parity.exchange import Exchange
 from parity.ledger.writer import LedgerEntry, LedgerWriter
 from parity.proof import optimize as opt
 from parity.proof.calls import Caller
-from parity.proof.data import ProofItem, SealedSplit, load_emulator_family, load_jsonl, load_ledger, split
+from parity.proof.data import ProofItem, SealedSplit, load_jsonl, load_ledger, split
+from parity.emulator.workloads import load_emulator_family
 from parity.proof.runner import Event, ProveConfig, fill_baseline_outputs, prove
 
 BASELINE, CANDIDATE = "claude-opus-4-8", "claude-haiku-4-5"

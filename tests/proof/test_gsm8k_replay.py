@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.proof.sequential import run_sequential, run_sequential_paths
+from parity.proof.sequential import run_sequential
+from parity.proof.simulation import run_sequential_paths
 
 CHEAP = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 BASELINE = "gpt-4-1106-preview"

@@ -11,7 +11,7 @@ from parity.emulator.brains.simulated import SimulatedBrain
 from parity.emulator.service import Emulator
 from parity.errors import InputError
 from parity.proof.calls import Caller
-from parity.proof.data import load_emulator_family
+from parity.emulator.workloads import load_emulator_family
 from parity.proof.judge import (
     Judge,
     Judgment,

@@ -326,7 +326,7 @@ class _InvoiceTask:
     policy's own request rewrite, field-F1 against the gold record, and the proposer sent to the baseline."""
 
     def __init__(self):
-        from parity import workloads
+        from parity.emulator import workloads
         from parity.emulator.brains.simulated import SimulatedBrain
         from parity.emulator.service import Emulator
 

@@ -15,17 +15,17 @@ from rich.console import Console
 from rich.progress import Progress
 from typer.testing import CliRunner
 
-from parity import workloads
+from parity.emulator import workloads
+from parity.api.transport import EventLoopThread, SyncASGITransport
 import parity.cli.prove as cli
 from parity.cli import app
 from parity.emulator.brains.simulated import SimulatedBrain
 from parity.emulator.service import Emulator
-from parity.emulator.transport import EventLoopThread, SyncASGITransport
 from parity.exchange import Exchange
 from parity.gateway.app import create_gateway
-from parity.gateway.config import GatewayConfig
+from parity.gateway.local import emulator_config
 from parity.policy import load_policy
-from parity.proof.runner import prove_task
+from parity.emulator.prove import prove_scenario
 
 BASELINE, CANDIDATE = "claude-opus-4-8", "claude-haiku-4-5"
 runner = CliRunner()
@@ -75,8 +75,7 @@ def test_a_switch_writes_the_policy_the_gateway_routes_by(tmp_path):
     # the gateway reads that file: a triage request is answered by the candidate with the tuned prompt
     brain = RecordingBrain()
     upstream = Emulator(brain=brain, seed=0)
-    gateway_app = create_gateway(GatewayConfig(upstream="emulator", emulator=upstream,
-                                               policy_path=str(tmp_path / "policy.json")))
+    gateway_app = create_gateway(emulator_config(upstream, policy_path=str(tmp_path / "policy.json")))
     loop = EventLoopThread("prove-cli-gateway")
     try:
         http = httpx2.Client(transport=SyncASGITransport(gateway_app, loop_thread=loop), base_url="http://gw.test")
@@ -182,9 +181,9 @@ def test_verify_rejects_a_file_that_is_not_a_certificate(tmp_path):
 def test_prove_task_gives_the_demo_its_headline_numbers(tmp_path):
     shown = StringIO()
     with Progress(console=Console(file=shown, width=160, force_terminal=False)) as progress:
-        switch = prove_task("ticket_triage", family="ticket_triage", run_dir=tmp_path / "triage",
+        switch = prove_scenario("ticket_triage", "ticket_triage", run_dir=tmp_path / "triage",
                             progress=progress, monthly_requests=100_000, policy_path=tmp_path / "policy.json")
-        refuse = prove_task("math_reasoning", family="math_reasoning", run_dir=tmp_path / "math", progress=progress)
+        refuse = prove_scenario("math_reasoning", "math_reasoning", run_dir=tmp_path / "math", progress=progress)
     assert "prove ticket_triage" in shown.getvalue() and "prove math_reasoning" in shown.getvalue()
     assert (switch.verdict, switch.candidate, switch.stopped_by) == ("switch", CANDIDATE, "efficacy")
     assert switch.policy_entry is not None and switch.policy_entry.certificate.id == switch.certificate_id

@@ -13,7 +13,7 @@ from parity.emulator.service import Emulator
 from parity.errors import InputError
 from parity.policy import load_policy
 from parity.proof import optimize as opt
-from parity.proof.data import load_emulator_family
+from parity.emulator.workloads import load_emulator_family
 from parity.proof.runner import ProveConfig, prove
 
 BASELINE = "claude-opus-4-8"

@@ -16,9 +16,8 @@ from parity.proof.sequential import (
     make_params,
     run_candidates,
     run_sequential,
-    run_sequential_paths,
-    three_point_scores,
 )
+from parity.proof.simulation import run_sequential_paths, three_point_scores
 
 # ---------------------------------------------------------------------------------------------------------------
 # Independent plain-Python versions of the reference formulas (proof-science §2.5), one step at a time.

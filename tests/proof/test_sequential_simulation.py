@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from parity.proof.sequential import run_sequential_paths, simulate_paths, three_point_scores
+from parity.proof.sequential import run_sequential
+from parity.proof.simulation import run_sequential_paths, simulate_paths, three_point_scores
 
 ALPHA = 0.05
 
@@ -125,8 +126,6 @@ def test_without_replacement_correction_is_valid_on_a_fixed_pool_and_adds_power(
 
 
 def test_lower_confidence_sequence_covers_the_mean_uniformly_over_time():
-    from parity.proof.sequential import run_sequential
-
     rng = np.random.default_rng(3)
     xs = three_point_scores(0.45, size=(1000, 800), rng=rng)
     # The running-max lower bound must stay below the true mean at all times in >= 95% of paths.

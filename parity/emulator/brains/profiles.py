@@ -1,4 +1,4 @@
-"""Simulated model profiles: how accurate, wordy, sloppy about format and fast each Claude model is, per task family.
+"""Simulated model profiles: how accurate, wordy, sloppy about format and fast each Claude model is, per scenario.
 
 These numbers are invented to behave like the real ordering (Opus > Sonnet > Haiku) and like the real response
 to prompting (reference proof-science §3.5): demonstrations and a clearer instruction lift a weaker model with
@@ -20,15 +20,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from parity.emulator.brains.families import PromptFeatures
+from parity import catalog
+from parity.emulator.brains.scenarios.base import PromptFeatures
 
 CHANCE = {"ticket_triage": 1 / 6, "thread_summary": 0.0, "math_reasoning": 0.0, "invoice_extraction": 0.0}
-GENERIC = "generic"  # the skill used for prompts of no known family (and a judge's own solving of them)
+GENERIC = "generic"  # the skill used for prompts of no known scenario (and a judge's own solving of them)
 
 
 @dataclass(frozen=True)
 class Skill:
-    """How well a model does one task family, and how much prompting helps."""
+    """How well a model does one scenario, and how much prompting helps."""
 
     base: float  # accuracy with a plain instruction and no demonstrations
     ceiling: float  # the best any prompt gets
@@ -62,7 +63,7 @@ class JudgeBias:
         judge sees one answer right and the other wrong, so a clearly better answer still wins in both orders
         ("agreement grows with the quality gap, from about 70% to nearly 100%", §1.1). It is drawn per order, so
         it is what makes the two orders disagree. Default 0.35: over the differing answers of a Haiku candidate
-        and an Opus baseline on the four simulated task families, about 21% of judged prompts get two orders that
+        and an Opus baseline on the four simulated scenarios, about 21% of judged prompts get two orders that
         disagree (20–23% over the seeds tried; tests/emulator/test_judge_bias.py), inside the 15–35% of §1.2
         (GPT-4 flipped on 15.6% of MT-Bench's human-judged items, and was consistent in only 65% of Zheng et al.'s
         cases, §1.1).
@@ -107,8 +108,8 @@ class ModelProfile:
     latency: Latency = field(default_factory=lambda: Latency(0.8, 0.018))
     judge: JudgeBias = field(default_factory=JudgeBias)
 
-    def skill(self, family: str | None) -> Skill:
-        return self.skills.get(family or GENERIC) or self.skills[GENERIC]
+    def skill(self, scenario: str | None) -> Skill:
+        return self.skills.get(scenario or GENERIC) or self.skills[GENERIC]
 
     def with_overrides(self, changes: Mapping[str, Any]) -> ModelProfile:
         """A copy with some values changed: {"verbosity": 0.5, "skills": {"ticket_triage": {"base": 0.6}},
@@ -129,11 +130,11 @@ class ModelProfile:
             out = replace(out, latency=lat if isinstance(lat, Latency) else replace(out.latency, **dict(lat)))
         if "skills" in changes:
             skills = dict(out.skills)
-            for family, value in dict(changes["skills"]).items():
+            for scenario, value in dict(changes["skills"]).items():
                 if isinstance(value, Skill):
-                    skills[family] = value
+                    skills[scenario] = value
                 else:
-                    skills[family] = replace(skills.get(family) or skills[GENERIC], **dict(value))
+                    skills[scenario] = replace(skills.get(scenario) or skills[GENERIC], **dict(value))
             out = replace(out, skills=skills)
         return out
 
@@ -201,8 +202,6 @@ _LEGACY = (
 
 def canonical(model: str) -> str:
     """The catalogue's canonical id for `model` (dated aliases map to their model); the id itself if unknown."""
-    from parity import catalog
-
     try:
         return catalog.resolve(model)
     except catalog.UnknownModelError:
@@ -211,8 +210,6 @@ def canonical(model: str) -> str:
 
 def line_of(model: str) -> str:
     """haiku | sonnet | opus | fable | mythos: from the catalogue, else from the name; 'sonnet' when nothing fits."""
-    from parity import catalog
-
     try:
         return catalog.get_model(model).line
     except catalog.UnknownModelError:

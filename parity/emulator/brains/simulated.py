@@ -3,7 +3,7 @@
 An answer is a pure function of (model, full prompt, seed): every random choice comes from SHA-256 of those, never
 from Python's hash() or a global RNG, so a test can assert exact outputs and a replayed run gives the same bill.
 
-For a prompt of a known task family (parity.emulator.brains.families) the brain solves the item exactly, then
+For a prompt of a known scenario (parity.emulator.brains.scenarios) the brain solves the item exactly, then
 decides whether this model gets it right with the probability its profile gives for this prompt (demonstrations
 and a clear instruction raise it; a degradation factor lowers it). Right and wrong are correlated across models
 through a per-item latent (hard items trip every model more often), like real models. Wrong answers are plausible:
@@ -30,15 +30,15 @@ its verdict depend on the order. Self-preference is not simulated: the judge can
 
 Instruction repair. A request to revise an instruction (parity.proof.optimize's proposer prompt: the current
 instruction in <current_instruction>, lost items in <item> blocks with <input>, <reference_answer>,
-<candidate_answer> and <judge_reasons>) is answered from what it shows (`_meta`): for each lost item the family
+<candidate_answer> and <judge_reasons>) is answered from what it shows (`_meta`): for each lost item the scenario
 names the kinds of mistake the candidate's answer makes against the reference answer (two labels confused, a
 field in the wrong format, a skipped step, a fact left out); when an item has no candidate answer, the judge's
 reasons are read instead (the label and field names they mention). Each revised instruction is the current one
-(summaries without the policy manual) plus the family's rule against some of the mistakes seen that it does not
+(summaries without the policy manual) plus the scenario's rule against some of the mistakes seen that it does not
 already rule out: each is included with the writer's skill (its generic base accuracy: Opus 0.90, Haiku 0.70),
 at least one per instruction, then a neutral sentence that makes each instruction distinct. What the simulation
-cannot do: it writes only the family's fixed rule sentences (it never invents a new kind of rule, rephrases, or
-learns from an item's wording); mistakes are read only for the four simulated families (any other task gets its
+cannot do: it writes only the scenario's fixed rule sentences (it never invents a new kind of rule, rephrases, or
+learns from an item's wording); mistakes are read only for the four simulated scenarios (any other task gets its
 generic answer, with no <instruction> tags); with no lost items, or none showing a mistake the instruction does not
 already rule out, it returns restatements that add no rule, so they cannot score better; a rule helps only items
 where the mistake it addresses can happen (ticket triage: tickets whose right label or likely confusion it
@@ -61,10 +61,14 @@ from random import Random
 from statistics import NormalDist
 from typing import Any
 
-from parity.emulator.brains import families as fam
+from parity.emulator.brains import scenarios
 from parity.emulator.brains import profiles as prof
 from parity.emulator.brains.base import BrainReply, BrainRequest
+from parity.emulator.brains.scenarios.base import VARIANT_NOTES, AnswerStyle, PromptFeatures, Scenario, item_accuracy
+from parity.emulator.brains.scenarios.text import keywords, last_number
+from parity.emulator.schema_instance import instance_for
 from parity.proof.judge_prompt import PairwiseQuestion, parse_pairwise
+from parity.tokenizer import count_text
 
 REFUSAL = re.compile(r"\[\[simulate:refusal(?::([a-z_]+))?\]\]")
 REFUSAL_CATEGORIES = ("cyber", "bio", "frontier_llm", "reasoning_extraction", "general_harms")
@@ -101,9 +105,9 @@ class LostItem:
 class Explanation:
     """Why the brain answers a prompt as it does (for tests, docs and the 'simulated' labels in reports)."""
 
-    kind: str  # "family" | "judge" | "meta" | "generic" | "refusal"
-    family: str | None = None
-    features: fam.PromptFeatures | None = None
+    kind: str  # "scenario" | "judge" | "meta" | "generic" | "refusal"
+    scenario: str | None = None
+    features: PromptFeatures | None = None
     accuracy: float | None = None
     slip_rate: float | None = None
 
@@ -191,38 +195,38 @@ class SimulatedBrain:
     # -- answering -----------------------------------------------------------------------------------------------
 
     def explain(self, request: BrainRequest) -> Explanation:
-        """What the brain sees in `request`: family, prompt features, and this model's accuracy for it."""
+        """What the brain sees in `request`: scenario, prompt features, and this model's accuracy for it."""
         user_text = request.last_user_text
         if parse_pairwise(request.system, user_text) is not None:
             return Explanation("judge")
         if REFUSAL.search(self._all_text(request)):
             return Explanation("refusal")
         if _asks_for_instructions(request.system) or _META.search(user_text):
-            family = fam.detect(request.system, self._user_texts(request))
-            if family is None:
+            scenario = scenarios.detect(request.system, self._user_texts(request))
+            if scenario is None:
                 current, _ = _revision_request(user_text)
-                family = fam.detect(current or "", "")
-            if family is not None:
-                return Explanation("meta", family.name)
-        family = fam.detect(request.system, user_text)
-        if family is None:
+                scenario = scenarios.detect(current or "", "")
+            if scenario is not None:
+                return Explanation("meta", scenario.name)
+        scenario = scenarios.detect(request.system, user_text)
+        if scenario is None:
             return Explanation("generic")
         model = prof.canonical(request.model)
-        features = fam.features(family, request.system, request.messages)
-        skill = self.profile(model).skill(family.name)
+        features = scenarios.features(scenario, request.system, request.messages)
+        skill = self.profile(model).skill(scenario.name)
         return Explanation(
-            "family",
-            family.name,
+            "scenario",
+            scenario.name,
             features,
-            self._accuracy(model, family.name, features),
+            self._accuracy(model, scenario.name, features),
             prof.slip_rate(skill, features, degradation=self._degradation.get(model, 0.0)),
         )
 
-    def _accuracy(self, model: str, family: str, features: fam.PromptFeatures) -> float:
-        """This model's chance of a right answer to a prompt of `family` with these features."""
-        skill = self.profile(model).skill(family)
+    def _accuracy(self, model: str, scenario: str, features: PromptFeatures) -> float:
+        """This model's chance of a right answer to a prompt of `scenario` with these features."""
+        skill = self.profile(model).skill(scenario)
         degradation = self._degradation.get(model, 0.0)
-        return prof.accuracy(skill, features, degradation=degradation, chance=prof.CHANCE.get(family, 0.0))
+        return prof.accuracy(skill, features, degradation=degradation, chance=prof.CHANCE.get(scenario, 0.0))
 
     def reply(self, request: BrainRequest) -> BrainReply:
         model = prof.canonical(request.model)
@@ -249,11 +253,11 @@ class SimulatedBrain:
         else:
             explanation = self.explain(request)
             if explanation.kind == "meta":
-                text = self._meta(explanation.family or "", request, profile, key)
-            elif explanation.kind == "family":
-                family = fam.get(explanation.family or "")
-                text = self._family_answer(family, request, profile, explanation, key)
-                fields = family.fields(text)
+                text = self._meta(explanation.scenario or "", request, profile, key)
+            elif explanation.kind == "scenario":
+                scenario = scenarios.get(explanation.scenario or "")
+                text = self._scenario_answer(scenario, request, profile, explanation, key)
+                fields = scenario.fields(text)
                 slip_rate = explanation.slip_rate or 0.0
             else:
                 text = self._generic(request, profile, key)
@@ -264,64 +268,64 @@ class SimulatedBrain:
                 stop_reason = "tool_use"
         return BrainReply(content, stop_reason, stop_details, self._latency(request, profile, content, key))
 
-    # -- families ------------------------------------------------------------------------------------------------
+    # -- scenarios -----------------------------------------------------------------------------------------------
 
-    def _family_answer(
-        self, family: fam.Family, request: BrainRequest, profile: prof.ModelProfile, why: Explanation, key: tuple
+    def _scenario_answer(
+        self, scenario: Scenario, request: BrainRequest, profile: prof.ModelProfile, why: Explanation, key: tuple
     ) -> str:
         user_text = request.last_user_text
-        features = why.features or fam.PromptFeatures()
-        solution = family.solve(user_text)
+        features = why.features or PromptFeatures()
+        solution = scenario.solve(user_text)
         accuracy = why.accuracy or 0.0
         if solution is not None:
-            mine = family.for_item(features, solution)
-            accuracy = accuracy if mine == features else self._accuracy(key[2], family.name, mine)
+            mine = scenario.for_item(features, solution)
+            accuracy = accuracy if mine == features else self._accuracy(key[2], scenario.name, mine)
         style_args = dict(
             accuracy=accuracy,
             slip=_unit(*key, "slip") < (why.slip_rate or 0.0),
             concise=features.format_rule,
             verbosity=profile.verbosity,
             rng=_rng(*key, "answer"),
-            labels=family.labels(request.system),
+            labels=scenario.labels(request.system),
             covered=features.covered,
         )
         if solution is None:
-            return family.fallback(user_text, fam.AnswerStyle(correct=False, **style_args))
-        p_item = fam.item_accuracy(accuracy, solution.difficulty)
-        item = family.item_text(user_text) or user_text
-        z = math.sqrt(ITEM_CORRELATION) * _normal(self.seed, key[1], "item", family.name, item) + math.sqrt(
+            return scenario.fallback(user_text, AnswerStyle(correct=False, **style_args))
+        p_item = item_accuracy(accuracy, solution.difficulty)
+        item = scenario.item_text(user_text) or user_text
+        z = math.sqrt(ITEM_CORRELATION) * _normal(self.seed, key[1], "item", scenario.name, item) + math.sqrt(
             1.0 - ITEM_CORRELATION
         ) * _normal(*key, "correct")
         correct = _STD.cdf(z) < p_item
-        return family.answer(solution, fam.AnswerStyle(correct=correct, **style_args))
+        return scenario.answer(solution, AnswerStyle(correct=correct, **style_args))
 
-    def _meta(self, family_name: str, request: BrainRequest, profile: prof.ModelProfile, key: tuple) -> str:
+    def _meta(self, scenario_name: str, request: BrainRequest, profile: prof.ModelProfile, key: tuple) -> str:
         """Revised instructions in <instruction> tags, derived from the lost items the request shows (see the
         module docstring, "Instruction repair")."""
-        family = fam.get(family_name)
+        scenario = scenarios.get(scenario_name)
         text = request.last_user_text
         current, lost = _revision_request(text)
         if current is None:
-            current = request.system if family.tag in request.system else family.system_prompt()
+            current = request.system if scenario.tag in request.system else scenario.system_prompt()
         seen: dict[str, int] = {}
         for item in lost:
             if item.candidate is not None:
-                kinds = family.mistakes(item.candidate, item.reference, item.input)
+                kinds = scenario.mistakes(item.candidate, item.reference, item.input)
             else:
-                kinds = family.mistakes_in_reasons(item.reasons)
+                kinds = scenario.mistakes_in_reasons(item.reasons)
             for kind in dict.fromkeys(kinds):
                 seen[kind] = seen.get(kind, 0) + 1
-        have = family.covered(current)
-        known = {rule.kind for rule in family.rules(current)}
+        have = scenario.covered(current)
+        known = {rule.kind for rule in scenario.rules(current)}
         needed = [k for k in sorted(seen, key=lambda k: -seen[k]) if k in known and k not in have]
         asked = _META_COUNT.search(text)
-        n = max(1, min(len(fam.VARIANT_NOTES), int(asked.group(1)))) if asked else 4
+        n = max(1, min(len(VARIANT_NOTES), int(asked.group(1)))) if asked else 4
         skill = profile.skill(prof.GENERIC).base
         rng = _rng(*key, "meta")
         proposals = []
         for i in range(n):
             chosen = [kind for kind in needed if rng.random() < skill] or needed[:1]
-            proposals.append(family.revise(current, chosen, fam.VARIANT_NOTES[i]))
+            proposals.append(scenario.revise(current, chosen, VARIANT_NOTES[i]))
         body = "\n\n".join(f"{i}. <instruction>\n{v}\n</instruction>" for i, v in enumerate(proposals, 1))
         # the preface never writes the tag itself: parse_proposals would read it as the start of an instruction
         if not needed:
@@ -338,7 +342,7 @@ class SimulatedBrain:
         if has_result:
             result = _message_text(last).strip().replace("\n", " ")
             return f"Based on the tool result ({result[:120]}), here is what I found: {result[:200] or 'no data'}."
-        words = fam.keywords(request.last_user_text)
+        words = keywords(request.last_user_text)
         if not words:
             return "Happy to help. Could you share a little more detail about what you need?"
         templates = (
@@ -360,27 +364,27 @@ class SimulatedBrain:
         a, b = question.answer_a, question.answer_b
         item = (self.seed, key[1], model, question.question, question.reference or "")
         pair = (*item, *sorted((a, b)))  # the same in both orders of one prompt
-        family = fam.detect(question.question, question.question)
+        scenario = scenarios.detect(question.question, question.question)
         truth: tuple[float, float] | None = None
         hard = decisive = False
-        if family is not None:
-            solution = family.solve(question.question)
+        if scenario is not None:
+            solution = scenario.solve(question.question)
             gold: Any = None
             if question.reference is not None:
-                gold = family.parse_reference(question.reference, solution)
+                gold = scenario.parse_reference(question.reference, solution)
             if gold is None and solution is not None:
-                own = self._accuracy(model, family.name, fam.PromptFeatures())
-                if _unit(*item, "judge-solves") < fam.item_accuracy(own, solution.difficulty):
+                own = self._accuracy(model, scenario.name, PromptFeatures())
+                if _unit(*item, "judge-solves") < item_accuracy(own, solution.difficulty):
                     gold = solution.gold
             if solution is not None:
-                truth = (family.score(a, solution.gold), family.score(b, solution.gold))
+                truth = (scenario.score(a, solution.gold), scenario.score(b, solution.gold))
                 hard = solution.difficulty > 1.0
             if gold is not None:
-                sa, sb = family.score(a, gold), family.score(b, gold)
-                decisive = family.correct(a, gold) != family.correct(b, gold)
+                sa, sb = scenario.score(a, gold), scenario.score(b, gold)
+                decisive = scenario.correct(a, gold) != scenario.correct(b, gold)
             else:
                 sa, sb = _form_score(a), _form_score(b)
-            note_a, note_b = family.describe(a, gold), family.describe(b, gold)
+            note_a, note_b = scenario.describe(a, gold), scenario.describe(b, gold)
         else:
             target = question.reference if question.reference is not None else question.question
             weight = 1.0 if question.reference is not None else 0.2
@@ -391,16 +395,16 @@ class SimulatedBrain:
             note_b = f"addresses {_overlap(b, target):.0%} of what the {what}"
         wrong_rate = bias.wrong_on_hard * (REFERENCE_SHARE if question.reference is not None else 1.0)
         if (
-            family is not None
+            scenario is not None
             and truth is not None
             and hard
             and abs(truth[0] - truth[1]) > TIE_MARGIN
             and _unit(*pair, "wrong-on-hard") < wrong_rate
         ):
             verdict = "A" if truth[0] < truth[1] else "B"
-            believed = family.parse_reference(a if verdict == "A" else b, solution)
+            believed = scenario.parse_reference(a if verdict == "A" else b, solution)
             if believed is not None:
-                note_a, note_b = family.describe(a, believed), family.describe(b, believed)
+                note_a, note_b = scenario.describe(a, believed), scenario.describe(b, believed)
             why = f"Assistant {verdict}'s answer is the correct one, so Assistant {verdict} is better."
         else:
             misreading = bias.noise * _normal(*pair, "judge-noise") * (1.0 if a <= b else -1.0)
@@ -467,7 +471,7 @@ class SimulatedBrain:
         out_text = "".join(b.get("text", "") if b["type"] == "text" else json.dumps(b.get("input")) for b in content)
         in_chars = len(self._all_text(request)) + (len(json.dumps(request.tools)) if request.tools else 0)
         lat = profile.latency
-        seconds = lat.ttft_s + lat.per_input_ktok_s * in_chars / 4000 + lat.per_token_s * fam.approx_tokens(out_text)
+        seconds = lat.ttft_s + lat.per_input_ktok_s * in_chars / 4000 + lat.per_token_s * count_text(out_text)
         return round(seconds * math.exp(0.15 * _normal(*key, "latency")), 4)
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -540,30 +544,21 @@ def _form_score(answer: str) -> float:
 
 
 def _overlap(answer: str, target: str) -> float:
-    """Share of the target's keywords the answer mentions (a crude relevance for prompts of no known family)."""
-    want = {w.lower() for w in fam.keywords(target, 30)}
+    """Share of the target's keywords the answer mentions (a crude relevance for prompts of no known scenario)."""
+    want = {w.lower() for w in keywords(target, 30)}
     if not want:
         return 0.5
-    have = {w.lower() for w in fam.keywords(answer, 200)}
+    have = {w.lower() for w in keywords(answer, 200)}
     return len(want & have) / len(want)
-
-
-def _instance(schema: Any) -> Any:
-    try:
-        from parity.emulator.service import instance_for
-    except ImportError:  # the emulator service is optional for the brain; a typed placeholder does
-        kind = schema.get("type") if isinstance(schema, dict) else None
-        return {"string": "", "integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}.get(kind)
-    return instance_for(schema)
 
 
 def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
     """Constrained decoding writes a value of the property's type: '€1,234.50' for a number becomes 1234.5."""
     kind = schema.get("type")
     if kind in ("number", "integer") and isinstance(value, str):
-        number = fam.last_number(value)
+        number = last_number(value)
         if number is None:
-            return _instance(dict(schema))
+            return instance_for(dict(schema))
         return int(number) if kind == "integer" else number
     if kind == "string" and not isinstance(value, str):
         return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
@@ -575,7 +570,7 @@ def _fill(schema: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
     whose enum holds one of the values, then the required rest as minimal valid values."""
     props = schema.get("properties") if isinstance(schema.get("properties"), Mapping) else None
     if props is None:
-        return _instance(dict(schema))
+        return instance_for(dict(schema))
     required = list(schema.get("required") or [])
     out: dict[str, Any] = {}
     for name, sub in props.items():
@@ -588,7 +583,7 @@ def _fill(schema: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
         if match is not None:
             out[name] = match
         elif name in required:
-            out[name] = _instance(dict(sub))
+            out[name] = instance_for(dict(sub))
     for name in required:
         out.setdefault(name, "")
     return out

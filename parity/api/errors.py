@@ -1,4 +1,5 @@
-"""The API's error envelope, raised anywhere in the emulator and rendered in one place."""
+"""The API's error envelope: `APIError` is raised by whatever answers in the API's name (the emulator, the gateway)
+and rendered in one place, `APIError.body`."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Deterministic generators of realistic Messages API requests: the support-ticket demo and the proof datasets.
 
 Every generator is seeded: the same (n, seed, options) gives byte-identical request bodies, so a demo, a test and
-a benchmark all see the same traffic. Items come from parity.emulator.brains.families, which also knows each
+a benchmark all see the same traffic. Items come from parity.emulator.brains.scenarios, which also knows each
 item's gold answer; the simulated brain reads the answer back out of the text, so nothing hidden travels in a request.
 
 - `triage_requests`: ticket classification (short system prompt, label set).
 - `summary_requests`: thread summaries under a ~6,000-token policy manual, with or without a cache breakpoint on
   the system block, optionally with a per-request timestamp at the top that silently breaks the cached prefix.
 - `overnight_batch`: a job list nobody waits on, in the Message Batches API `requests` shape.
-- `dataset`: proof items (id, group, request, gold, reference) for any family.
+- `dataset`: proof items (id, group, request, gold, reference) for any scenario.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from collections.abc import Collection
 from random import Random
 from typing import Any
 
-from parity.emulator.brains import families as fam
+from parity.emulator.brains import scenarios
+from parity.emulator.brains.scenarios.base import Item
+from parity.emulator.brains.scenarios.invoice_extraction import INVOICE_SCHEMA
+from parity.errors import InputError
+from parity.proof.data import ProofItem, TaskData
 
 DEFAULT_MODEL = "claude-opus-4-8"
-FAMILY_NAMES: tuple[str, ...] = tuple(fam.FAMILIES)
+SCENARIO_NAMES: tuple[str, ...] = tuple(scenarios.SCENARIOS)
 _DEMO_STREAM = "demos"  # demonstrations are drawn from their own stream, never from the items they precede
 _EPOCH = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
 
@@ -33,7 +37,7 @@ class TaskItem:
     """One proof item: the request to send, how to group it for splits, and its gold answer."""
 
     id: str
-    family: str
+    scenario: str
     group: str  # customer, vendor or template: split by this, never by row (proof-science §3.6)
     request: dict[str, Any]
     gold: Any
@@ -42,18 +46,18 @@ class TaskItem:
 
 
 def items(
-    family: str, n: int, seed: int = 0, *, stream: str = "items", exclude: Collection[str] = ()
-) -> list[fam.Item]:
-    """`n` generated items of `family`, none whose key (e.g. "T-12345") is in `exclude`.
+    scenario: str, n: int, seed: int = 0, *, stream: str = "items", exclude: Collection[str] = ()
+) -> list[Item]:
+    """`n` generated items of `scenario`, none whose key (e.g. "T-12345") is in `exclude`.
 
     Streams (e.g. "demos") and seeds draw independently, so two of them can meet on an item by chance; pass the
     keys already used as `exclude` when items must be new (the next day's traffic, after a proof saw today's).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    source = fam.get(family)
-    rng = Random(f"parity-workloads/{family}/{stream}/{seed}")
-    out: list[fam.Item] = []
+    source = scenarios.get(scenario)
+    rng = Random(f"parity-workloads/{scenario}/{stream}/{seed}")
+    out: list[Item] = []
     seen: set[str] = set()
     while len(out) < n:
         item = source.generate(rng, len(out))
@@ -64,18 +68,18 @@ def items(
     return out
 
 
-def demo_turns(family: str, k: int, seed: int = 0) -> list[dict[str, Any]]:
+def demo_turns(scenario: str, k: int, seed: int = 0) -> list[dict[str, Any]]:
     """`k` worked examples as alternating user/assistant turns (gold answers), to put before a request's messages."""
-    source = fam.get(family)
+    source = scenarios.get(scenario)
     turns: list[dict[str, Any]] = []
-    for item in items(family, k, seed, stream=_DEMO_STREAM):
+    for item in items(scenario, k, seed, stream=_DEMO_STREAM):
         turns.append({"role": "user", "content": item.text})
         turns.append({"role": "assistant", "content": source.reference(item.gold)})
     return turns
 
 
 def request_for(
-    item: fam.Item,
+    item: Item,
     *,
     model: str = DEFAULT_MODEL,
     clear: bool = False,
@@ -86,11 +90,11 @@ def request_for(
 ) -> dict[str, Any]:
     """The Messages API body a team would send for `item`.
 
-    `clear`: the family's clear instruction instead of the plain one. `demos`: leading example turns.
+    `clear`: the scenario's clear instruction instead of the plain one. `demos`: leading example turns.
     `cache`: a cache breakpoint on the system block. `structured`: JSON-schema output (invoice extraction only).
     `stamp`: a "Current time" line at the top of the system prompt, which changes every request.
     """
-    source = fam.get(item.family)
+    source = scenarios.get(item.scenario)
     system = source.system_prompt(clear=clear)
     if stamp is not None:
         system = f"Current time: {stamp.strftime('%Y-%m-%dT%H:%M:%SZ')}\n{system}"
@@ -105,9 +109,9 @@ def request_for(
         "metadata": {"user_id": _user_id(item.group)},
     }
     if structured:
-        if item.family != "invoice_extraction":
-            raise ValueError(f"structured output is defined for invoice_extraction only, not {item.family!r}")
-        body["output_config"] = {"format": {"type": "json_schema", "schema": copy.deepcopy(fam.INVOICE_SCHEMA)}}
+        if item.scenario != "invoice_extraction":
+            raise ValueError(f"structured output is defined for invoice_extraction only, not {item.scenario!r}")
+        body["output_config"] = {"format": {"type": "json_schema", "schema": copy.deepcopy(INVOICE_SCHEMA)}}
     return body
 
 
@@ -160,7 +164,7 @@ def overnight_batch(n: int, seed: int = 0, model: str = DEFAULT_MODEL) -> list[d
 
 
 def dataset(
-    family: str,
+    scenario: str,
     n: int,
     seed: int = 0,
     *,
@@ -170,16 +174,16 @@ def dataset(
     structured: bool = False,
     cache: bool = False,
 ) -> list[TaskItem]:
-    """`n` proof items of `family` with their gold answers (every family here has one)."""
-    source = fam.get(family)
-    turns = demo_turns(family, demos, seed) if demos else None
+    """`n` proof items of `scenario` with their gold answers (every scenario here has one)."""
+    source = scenarios.get(scenario)
+    turns = demo_turns(scenario, demos, seed) if demos else None
     out = []
-    for item in items(family, n, seed):
+    for item in items(scenario, n, seed):
         request = request_for(item, model=model, clear=clear, demos=turns, cache=cache, structured=structured)
         out.append(
             TaskItem(
-                f"{family}-{seed}-{item.key}",
-                family,
+                f"{scenario}-{seed}-{item.key}",
+                scenario,
                 item.group,
                 request,
                 item.gold,
@@ -188,3 +192,17 @@ def dataset(
             )
         )
     return out
+
+
+def load_emulator_family(family: str, n: int, *, seed: int = 0, baseline_model: str, task: str | None = None) -> TaskData:
+    """Generated prompts of a simulated scenario as a task for `parity prove`, with gold answers and no baseline
+    outputs yet (the emulator answers those)."""
+    if family not in SCENARIO_NAMES:
+        raise InputError(f"unknown emulator family {family!r}; use one of {', '.join(SCENARIO_NAMES)}",
+                         field="emulator-family")
+    items = [
+        ProofItem(id=t.id, group=t.group, request=t.request, gold=t.gold, reference=t.reference,
+                  stratum=f"difficulty {t.difficulty:g}")
+        for t in dataset(family, n, seed, model=baseline_model)
+    ]
+    return TaskData(task or family, tuple(items), f"emulator:{family}:n={n}:seed={seed}", simulated=True)

@@ -30,7 +30,8 @@ Error control: each segment is an anytime-valid test, so a candidate that is in 
 back by a given segment with probability at most α; over k segments at most k·α (`status()` shows k). The
 candidate that keeps its quality re-proves itself quickly, which is what bounds how stale a segment gets.
 
-`status()` is the JSON the dashboard and metrics read; `routes(get_monitors)` serves it at /v1/parity/drift.
+`status()` is the JSON the dashboard and metrics read; the gateway's `drift_watch.DriftWatch` keeps one monitor
+per routed task and serves every task's `status()` at /v1/parity/drift.
 """
 
 from __future__ import annotations
@@ -49,14 +50,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
-
-from parity.files import write_atomic
 from parity import pricing
-from parity.emulator.ids import request_id as new_request_id
 from parity.exchange import format_time
+from parity.files import write_atomic
 from parity.gateway.deferral import UpstreamCalls
 from parity.policy import TaskPolicy
 from parity.proof.calls import message_text
@@ -499,22 +495,4 @@ def _fmt(value: float) -> str:
     return "infinity" if value == float("inf") else f"{value:.1f}"
 
 
-def routes(get_monitors: Callable[[], Mapping[str, DriftMonitor]],
-           authenticate: Callable[[Request], Any] | None = None) -> list[BaseRoute]:
-    """GET /v1/parity/drift: every watched task's `status()` (what the dashboard shows).
-
-    `authenticate(request) -> (key id, error or None)`: the gateway's key check, when it has keys."""
-
-    async def drift(request: Request) -> JSONResponse:
-        if authenticate is not None:
-            _, error = authenticate(request)
-            if error is not None:
-                rid = new_request_id()
-                return JSONResponse(error.body(rid), status_code=error.status, headers={**error.headers, "request-id": rid})
-        monitors = dict(get_monitors())
-        return JSONResponse({"tasks": {task: m.status() for task, m in sorted(monitors.items())}})
-
-    return [Route("/v1/parity/drift", drift, methods=["GET"])]
-
-
-__all__ = ["DriftMonitor", "Sampler", "routes"]
+__all__ = ["DriftMonitor", "Sampler"]

@@ -26,9 +26,9 @@ _NO_RESPONSE = "Server disconnected without sending a response."
 
 
 class EventLoopThread:
-    """One asyncio loop on a daemon thread, started on first use; shared by the transports of one emulator."""
+    """One asyncio loop on a daemon thread, started on first use; shared by the sync transports given it."""
 
-    def __init__(self, name: str = "parity-emulator-loop"):
+    def __init__(self, name: str = "parity-asgi-loop"):
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -47,7 +47,7 @@ class EventLoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
 
-SHARED_LOOP = EventLoopThread()  # one loop thread serves every in-process emulator (handlers never block it)
+SHARED_LOOP = EventLoopThread()  # one loop thread serves every in-process app by default (handlers never block it)
 
 
 def _scope(request: httpx2.Request, client: tuple[str, int], root_path: str) -> dict[str, Any]:
