@@ -274,6 +274,14 @@ def start_gateway(port: int, upstream_port: int, ledger: Path, core: str | None,
     return proc
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -309,6 +317,8 @@ async def main(args: argparse.Namespace) -> dict:
     report: dict = {"settings": {k: v for k, v in vars(args).items() if k != "serve_mock"}, "rates": [], "ladder": []}
     through = 0
     try:
+        report["idle_rss_mb"] = idle = rss_mb(gateway.pid)
+        print(f"idle gateway (default SQLite ledger, no policy, before any request): {idle:.1f} MB RSS", flush=True)
         print(f"mock upstream {args.delay_ms:g} ms on {direct_url}; gateway on {gw_url} (core {args.gateway_core}); "
               f"client core {args.client_core}; {args.duration:g} s per rate, open loop", flush=True)
         for rate in args.rates:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import parity
-from parity.cli.app import app
+from parity.cli.base import app
 from parity.emulator.service import Emulator
 from parity.prompt import count_request
 from parity.errors import InputError, ParityError

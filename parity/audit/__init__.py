@@ -5,7 +5,7 @@ files across processes) and `report.py` builds the JSON report from it. The leve
 template families (`parity.fingerprint`), the prompt cache (`cache.py`, with `cache_diagnosis.py` for why two
 requests diverge and `cache_diff.py` for `parity cache-diff`), the Batches API (`batch.py`), right-sizing
 (`rightsize.py`); `savings.py` stacks them, `findings.py` holds the Finding record and the JSON Schema of the
-report, and `terminal.py` prints it (the full report, or `print_audit`'s one-screen summary).
+report, and `parity.report.audit_terminal` prints it (the full report, or `print_audit`'s one-screen summary).
 """
 
 from parity.audit.cache_diagnosis import diagnose
@@ -13,7 +13,6 @@ from parity.audit.cache_diff import cache_diff
 from parity.fingerprint import fingerprint
 from parity.audit.findings import CACHE_CAUSES, REPORT_SCHEMA, Finding, validate_report
 from parity.audit.run import AuditOptions, AuditReport, Auditor, audit_exchanges, audit_paths
-from parity.audit.terminal import print_audit, render_report
 
 __all__ = [
     "CACHE_CAUSES",
@@ -27,7 +26,5 @@ __all__ = [
     "cache_diff",
     "diagnose",
     "fingerprint",
-    "print_audit",
-    "render_report",
     "validate_report",
 ]

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from parity.cli.app import app, console, err_console
+from parity.cli.base import app, console, err_console
 from parity.errors import InputError
 from parity.pricing import PriceTable
 
@@ -65,7 +65,7 @@ def audit(
 
         write_audit_html(data, html_out)
     if not quiet:
-        from parity.audit.terminal import render_report
+        from parity.report.audit_terminal import render_report
 
         render_report(data, console, top=top, elapsed=elapsed)
         for label, path in (("JSON", json_out), ("HTML", html_out)):

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from parity.cli.app import app, console, err_console
+from parity.cli.base import app, console, err_console
 from parity.errors import InputError
 from parity.exchange import read_jsonl
 from parity.readers import is_otlp_document

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from parity.cli.app import app, console
+from parity.cli.base import app, console
 
 
 @app.command("demo")

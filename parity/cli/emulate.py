@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from parity.cli.app import app, console
+from parity.cli.base import app, console
 from parity.errors import InputError
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from parity.cli.app import app, console
+from parity.cli.base import app, console
 from parity.report.tables import fit
 
 keys_app = typer.Typer(help="Manage the gateway's client keys (`parity serve --keys FILE`).", no_args_is_help=True)

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from parity.cli.app import app, console, err_console
+from parity.cli.base import app, console, err_console
 from parity.errors import InputError, ParityError
 from parity.proof.data import SPLIT_BYS, TaskData, load_jsonl, load_ledger
 from parity.emulator.workloads import load_emulator_family

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from parity.cli.app import app, console
+from parity.cli.base import app, console
 from parity.gateway.upstream import DEFAULT_UPSTREAM
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from parity.cli.app import app, console, err_console
+from parity.cli.base import app, console, err_console
 from parity.errors import InputError
 from parity.proof.sequential import METHODS, MODES, SequentialResult, run_sequential
 from parity.report.tables import fit

@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from parity.cli.app import app, console, err_console
+from parity.cli.base import app, console, err_console
 from parity.errors import ParityError
 from parity.files import write_atomic
 from parity.proof import certificate as certs

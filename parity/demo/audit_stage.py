@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from parity.audit import AuditReport, audit_exchanges, print_audit
+from parity.audit import AuditReport, audit_exchanges
+from parity.report.audit_terminal import print_audit
 from parity.demo.pipeline import SIMULATED, Recorded
 from parity.pricing import PriceTable
 

@@ -27,7 +27,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,7 +41,6 @@ from parity.gateway.cachefix import CacheHygiene
 from parity.gateway.certified import reason_code
 from parity.gateway.config import GatewayConfig
 from parity.gateway.deferral import Deferred, DeferralQueue
-from parity.gateway.drift import DriftMonitor
 from parity.gateway.drift_watch import DriftWatch
 from parity.gateway.keys import KeyCheck, KeyLimits, KeyStore, spent_by_key
 from parity.gateway.messages import MessagesEndpoint
@@ -54,6 +53,9 @@ from parity.gateway.routing import MessageRouter, TaskRouter
 from parity.gateway.upstream import Upstream
 from parity.ledger.writer import LedgerWriter
 from parity.proof.signing import SigningKey, load_signing_key
+
+if TYPE_CHECKING:  # the e-process needs numpy: loaded when the first routed task is watched
+    from parity.gateway.drift import DriftMonitor
 
 log = logging.getLogger("parity.gateway")
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,11 +22,13 @@ from starlette.routing import BaseRoute, Route
 from parity.api.handlers import error_response
 from parity.api.ids import request_id as new_request_id
 from parity.gateway.deferral import Authenticate
-from parity.gateway.drift import DriftMonitor
 from parity.gateway.metrics import GatewayMetrics
 from parity.gateway.recorder import GatewayRecorder, Record
 from parity.gateway.upstream import Upstream
 from parity.policy import TaskPolicy
+
+if TYPE_CHECKING:  # the e-process needs numpy: loaded when the first routed task is watched
+    from parity.gateway.drift import DriftMonitor
 
 log = logging.getLogger("parity.gateway.drift")
 
@@ -66,6 +68,8 @@ class DriftWatch:
             options = {"sampler_seed": self.seed, **self.options}
             if self.state_dir and "state_path" not in options:
                 options["state_path"] = str(Path(self.state_dir) / f"drift-{_safe_name(policy.task)}.json")
+            from parity.gateway.drift import DriftMonitor  # statistics load only once a task is watched
+
             monitor = DriftMonitor(
                 policy, self.upstream, on_rollback=self._on_rollback,
                 on_exchange=lambda params, message, purpose, batch: self._record(policy, params, message, purpose, batch),

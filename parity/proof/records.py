@@ -12,7 +12,7 @@ from typing import Any
 from parity.canonical import canonical_hash
 from parity.policy import TunedPrompt
 from parity.proof.data import DEFAULT_FRACTIONS
-from parity.proof.judge import Diagnostics
+from parity.proof.diagnostics import Diagnostics
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ from parity.proof.data import (
     all_for_test,
     split,
 )
-from parity.proof.judge import Judge, Judgment, PairToJudge, check_judge_model, diagnose, diagnose_scores
+from parity.proof.diagnostics import diagnose, diagnose_scores
+from parity.proof.judge import Judgment, PairToJudge, check_judge_model
+from parity.proof.judging import Judge
 from parity.proof.records import CandidateOutcome, ProveConfig
 from parity.proof.scoring import SCORINGS, Scoring, choose_scoring
 from parity.proof.sequential import SequentialTest

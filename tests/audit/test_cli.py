@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 
 import parity
 from parity.emulator import workloads
-from parity.audit import audit_exchanges, audit_paths, print_audit, validate_report
+from parity.audit import audit_exchanges, audit_paths, validate_report
+from parity.report.audit_terminal import print_audit
 from parity.cli import app
 from parity.emulator.clock import ManualClock
 from parity.emulator.service import Emulator

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from parity.cli.app import app
+from parity.cli.base import app
 from parity.errors import InputError
 from parity.gateway.certified import REASONS, route_problem
 from parity.policy import CertificateRef, Contract, Match, Policy, TaskPolicy, TunedPrompt, save_policy

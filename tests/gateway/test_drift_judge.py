@@ -13,7 +13,9 @@ from parity.emulator.service import Emulator
 from parity.gateway.drift import DriftMonitor
 from parity.policy import TaskPolicy
 from parity.proof.calls import Caller
-from parity.proof.judge import Judge, Judgment, PairToJudge, diagnose
+from parity.proof.diagnostics import diagnose
+from parity.proof.judge import Judgment, PairToJudge
+from parity.proof.judging import Judge
 from parity.proof.judge_prompt import parse_pairwise
 
 BASELINE = "claude-opus-4-8"

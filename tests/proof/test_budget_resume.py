@@ -17,7 +17,8 @@ from parity.pricing import cost
 from parity.proof import certificate as certs
 from parity.proof.calls import BudgetExhausted, Call, Caller, estimate_cost
 from parity.emulator.workloads import load_emulator_family
-from parity.proof.judge import Judge, PairToJudge
+from parity.proof.judge import PairToJudge
+from parity.proof.judging import Judge
 from parity.proof.runner import ProveConfig, fill_baseline_outputs, prove
 
 BASELINE, CANDIDATE = "claude-opus-4-8", "claude-haiku-4-5"

@@ -12,16 +12,9 @@ from parity.emulator.service import Emulator
 from parity.errors import InputError
 from parity.proof.calls import Caller
 from parity.emulator.workloads import load_emulator_family
-from parity.proof.judge import (
-    Judge,
-    Judgment,
-    OrderVerdict,
-    PairToJudge,
-    candidate_score,
-    check_judge_model,
-    diagnose,
-    length_controlled,
-)
+from parity.proof.diagnostics import diagnose, length_controlled
+from parity.proof.judge import Judgment, OrderVerdict, PairToJudge, candidate_score, check_judge_model
+from parity.proof.judging import Judge
 from parity.proof.judge_prompt import A_START, B_END, JUDGE_SYSTEM, parse_pairwise, question_text, render_pairwise
 
 BASELINE, CANDIDATE = "claude-opus-4-8", "claude-haiku-4-5"

@@ -6,16 +6,8 @@ from __future__ import annotations
 import pytest
 
 from parity.proof.calls import request_key
-from parity.proof.judge import (
-    RETRY_NUDGE,
-    JudgeRound,
-    Judgment,
-    OrderVerdict,
-    PairToJudge,
-    diagnose,
-    judge_requests,
-    order_score,
-)
+from parity.proof.diagnostics import diagnose
+from parity.proof.judge import RETRY_NUDGE, JudgeRound, Judgment, OrderVerdict, PairToJudge, judge_requests, order_score
 
 JUDGE = "claude-opus-4-8"
 REQUEST = {"model": JUDGE, "max_tokens": 64, "system": "Answer briefly.",

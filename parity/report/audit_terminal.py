@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from parity.report.tables import fit
 from parity.pricing import format_usd
 
 __all__ = ["LEVER_NAMES", "print_audit", "render_report"]
@@ -56,7 +57,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
                   _pct(float(Decimal(totals["output_cost_usd"]) / whole)))
     if Decimal(breakdown["batch_discount"]):
         split.add_row("  batch discount (in the lines above)", "", format_usd(breakdown["batch_discount"]), "")
-    console.print(split)
+    console.print(fit(split, console))
 
     models = Table(title="By model", title_justify="left")
     for col in ("model", "requests", "input", "output", "total"):
@@ -65,7 +66,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
         b = row["breakdown"]
         inp = sum(Decimal(b[k]) for k in ("input", "cache_write_5m", "cache_write_1h", "cache_read"))
         models.add_row(row["model"], f"{row['requests']:,}", format_usd(inp), format_usd(b["output"]), format_usd(row["cost_usd"]))
-    console.print(models)
+    console.print(fit(models, console))
 
     fams = Table(title="Top templates by spend", title_justify="left")
     for col in ("family", "template", "requests", "cost", "share", "output share"):
@@ -73,7 +74,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
     for row in data["top_templates"][:top]:
         fams.add_row(row["family"], escape(row["label"]), f"{row['requests']:,}", format_usd(row["cost_usd"]),
                      _pct(row["share"]), _pct(row["output_share"]))
-    console.print(fams)
+    console.print(fit(fams, console))
 
     if len(data["by_day"]) > 1:
         days = Table(title="By day", title_justify="left")
@@ -81,7 +82,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
             days.add_column(col, justify="left" if col == "day" else "right")
         for row in data["by_day"][-14:]:
             days.add_row(row["day"], f"{row['requests']:,}", format_usd(row["cost_usd"]))
-        console.print(days)
+        console.print(fit(days, console))
 
     cache = Table(title="Cache, per family", title_justify="left")
     for col in ("family", "requests", "hit ratio", "written", "read", "missed", "breakpoint", "TTL", "causes"):
@@ -95,7 +96,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
                       bp.get("path") or f"none (→ {bp.get('suggested_path')})",
                       f"{ttl.get('current', '')} → {ttl.get('recommended', '')}",
                       ", ".join(row["causes"]) or "[green]healthy[/]")
-    console.print(cache)
+    console.print(fit(cache, console))
 
     findings = [f for f in data["findings"] if f["lever"] in ("cache", "tokens")]
     if findings:
@@ -116,7 +117,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
         for row in data["batch"]["families"][:top]:
             bt.add_row(row["family"], f"{row['requests']:,}", ", ".join(f"{k} {v}" for k, v in row["reasons"].items()),
                        format_usd(row["cost_now_usd"]), format_usd(row["cost_batched_usd"]), format_usd(row["saving_usd"]))
-        console.print(bt)
+        console.print(fit(bt, console))
 
     if data["rightsize"]["candidates"]:
         rt = Table(title="Right-size candidates (hypotheses until `parity prove` passes)", title_justify="left")
@@ -126,7 +127,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
         for row in data["rightsize"]["candidates"][:top]:
             rt.add_row(row["family"], row["model"], row["candidate_model"], "; ".join(row["reasons"]),
                        format_usd(row["cost_usd"]), format_usd(row["cost_if_proven_usd"]), format_usd(row["saving_if_proven_usd"]))
-        console.print(rt)
+        console.print(fit(rt, console))
 
     savings = data["savings"]
     stacked = savings["stacked"]
@@ -139,7 +140,7 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
         name = LEVER_NAMES[step["lever"]] + (" [yellow](hypothesis)[/]" if step["hypothesis"] else "")
         wf.add_row(name, "-" + format_usd(step["saving_usd"]), format_usd(step["cost_after_usd"]),
                    format_usd(alone[step["lever"]]["saving_usd"]))
-    console.print(wf)
+    console.print(fit(wf, console))
     console.print(f"  proven levers: [bold]{format_usd(stacked['saving_usd'])}[/] saved, "
                   f"[bold]{stacked['blended_saving_pct']:.1f}%[/] blended; with right-size hypotheses: "
                   f"{format_usd(stacked['with_hypotheses']['saving_usd'])} ({stacked['with_hypotheses']['blended_saving_pct']:.1f}%)")
@@ -197,7 +198,7 @@ def print_audit(report: Any, console: Console | None = None, *, limit: int = 8) 
             saving = format_usd(f["saving_usd"]) + (" if proven" if f.get("hypothesis") else "")
             table.add_row(LEVER_NAMES[f["lever"]], escape(f["family"]), f["cause"], escape(_where(f)),
                           ", ".join(map(str, f["example_lines"][:2])), f"{f['requests']:,}", saving)
-        console.print(table)
+        console.print(fit(table, console))
         if len(findings) > limit:
             console.print(f"  [dim]… {len(findings) - limit} more findings in the full report[/]")
     else:

@@ -15,3 +15,9 @@ app = typer.Typer(
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Cut your Claude API bill without cutting quality, and prove it."""
+    # a callback keeps `parity` a group of commands even when only the one being run is registered
