@@ -19,6 +19,8 @@ every request through the gateway must be in it.
 
     .venv/bin/python bench/gateway_overhead.py --duration 10            # 50 and 200 req/s, then the ladder
     .venv/bin/python bench/gateway_overhead.py --rates 50 --duration 5 --ladder   # quick look
+    .venv/bin/python bench/gateway_overhead.py --rates 50 200 --no-ladder \
+        --ledger-url postgresql://postgres@127.0.0.1:5432/test             # SQLite vs PostgreSQL ledger
 """
 
 from __future__ import annotations
@@ -292,9 +294,47 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def ledger_rows(path: Path) -> int:
+def ledger_rows(path: Path | str) -> int:
+    if isinstance(path, str) and "://" in path:  # a database URL (PostgreSQL)
+        import sqlalchemy as sa
+
+        from parity.ledger.schema import create_engine, exchanges
+
+        engine = create_engine(path)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(exchanges)).scalar()
+        finally:
+            engine.dispose()
     with sqlite3.connect(path) as conn:
         return conn.execute("select count(*) from exchanges").fetchone()[0]
+
+
+async def compare_ledger(args: argparse.Namespace, mock_port: int, direct_url: str, tmp: Path) -> dict:
+    """The same rates through a gateway on the `--ledger-url` database (PostgreSQL: the replicas' ledger), so its
+    added latency can be read next to the SQLite gateway's."""
+    port = free_port()
+    env_extra = dict(item.split("=", 1) for item in args.gateway_env)
+    before = ledger_rows(args.ledger_url)
+    gateway = start_gateway(port, mock_port, args.ledger_url, args.gateway_core,
+                            ["--journal", str(tmp / "pg-journal"), *args.gateway_args], env_extra)
+    url = f"http://127.0.0.1:{port}"
+    out: dict = {"ledger_url": args.ledger_url.split("?")[0], "rates": []}
+    through = 0
+    try:
+        for rate in args.rates:
+            direct, via = await load([direct_url, url], rate, args.duration)
+            through += via.sent + int(rate * 1.0)
+            added = {"p50_ms": round(via.p50_ms - direct.p50_ms, 2), "p99_ms": round(via.p99_ms - direct.p99_ms, 2)}
+            out["rates"].append({"rate": rate, "direct": asdict(direct), "gateway": asdict(via), "added": added})
+            print(f"direct   {_line(direct)}\ngateway  {_line(via)}  [PostgreSQL ledger]\n  added: p50 "
+                  f"{added['p50_ms']:+.2f} ms, p99 {added['p99_ms']:+.2f} ms", flush=True)
+    finally:
+        stop(gateway)
+    out["ledger_rows"] = ledger_rows(args.ledger_url) - before
+    out["requests_through_gateway"] = through
+    print(f"PostgreSQL ledger: {out['ledger_rows']} new rows for {through} requests sent through the gateway")
+    return out
 
 
 # ---- main -----------------------------------------------------------------------------------------------------------
@@ -342,6 +382,13 @@ async def main(args: argparse.Namespace) -> dict:
                     break
                 held = rate
         report["highest_rate_held"] = held
+        stop(gateway)
+        if args.ledger_url:
+            report["postgresql"] = await compare_ledger(args, mock_port, direct_url, tmp)
+            print("added latency by ledger (p50 / p99 ms):")
+            for sq, pg in zip(report["rates"], report["postgresql"]["rates"]):
+                print(f"  {sq['rate']:>6.0f}/s  SQLite {sq['added']['p50_ms']:+.2f} / {sq['added']['p99_ms']:+.2f}"
+                      f"   PostgreSQL {pg['added']['p50_ms']:+.2f} / {pg['added']['p99_ms']:+.2f}")
     finally:
         stop(gateway)
         stop(mock)
@@ -373,6 +420,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--gateway-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="environment for the gateway process (e.g. PYTHONPATH=DIR with uvloop and httptools)")
     ap.add_argument("--gateway-args", nargs=argparse.REMAINDER, default=[], help="extra `parity serve` arguments")
+    ap.add_argument("--ledger-url", help="also run the rates through a gateway on this database ledger (e.g. "
+                    "postgresql://postgres@127.0.0.1:5432/test) and report its added latency next to SQLite's")
     ap.add_argument("--json", help="write the report to this file")
     args = ap.parse_args(argv)
     args.gateway_core = args.gateway_core or None

@@ -3,6 +3,10 @@
 A policy file is JSON: {"version": 1, "tasks": {name: TaskPolicy}}. `parity prove` writes entries; `parity serve`
 reads them. A routed request is rewritten with `apply_prompt`: the candidate model, the tuned system prompt, and the
 tuned demonstrations as leading user/assistant turns.
+
+`parity audit --plan` adds, per template family, a `cache_plan` (cache fixes the gateway applies because they leave
+what the model reads unchanged), `proposals` (prompt changes, never applied) and `notes` (deferral, `prove`
+commands) to observe-mode entries; files without them read as before.
 """
 
 from __future__ import annotations
@@ -61,6 +65,50 @@ class CertificateRef:
     verdict: str = "switch"
 
 
+CACHE_FIXES = ("json_keys", "tool_use_inputs", "tool_order", "breakpoint")
+"""Cache fixes the gateway may apply (`CachePlan.fixes`): none changes what the model reads."""
+
+CACHE_FIX_TAG = "parity.cache_fix"
+"""Exchange tag in which the gateway records the cache fixes it applied to a request (comma-separated, e.g.
+"tool_order,breakpoint"); `parity savings` reads it back from the ledger."""
+
+
+@dataclass
+class CachePlan:
+    """Cache fixes `parity audit --plan` chose for one family; the gateway applies them (mode "apply").
+
+    Why here: these leave what the model reads unchanged (key order, tool order, a breakpoint and its TTL), so they
+    need no proof. `why` and `estimated_saving_usd` are for the person reading the file."""
+
+    mode: Literal["apply"] = "apply"
+    fixes: list[str] = field(default_factory=list)
+    ttl: Literal["5m", "1h"] = "5m"
+    breakpoint: str | None = None
+    why: str = ""
+    estimated_saving_usd: str = "0"
+
+
+@dataclass
+class Proposal:
+    """A fix that changes the prompt: written down with the exact change, never applied by the gateway."""
+
+    cause: str
+    change: str
+    where: str | None = None
+    why: str = ""
+    estimated_saving_usd: str = "0"
+
+
+@dataclass
+class PlanNote:
+    """A plan entry the gateway does not act on by itself: deferral (clients opt in) or a right-size proof."""
+
+    action: str  # "defer" | "prove"
+    how: str
+    why: str = ""
+    estimated_saving_usd: str = "0"
+
+
 @dataclass
 class TaskPolicy:
     task: str
@@ -75,10 +123,16 @@ class TaskPolicy:
     shadow_rate: float = 0.02
     cache_hygiene: bool = False
     certificate: CertificateRef | None = None
+    cache_plan: CachePlan | None = None
+    proposals: list[Proposal] = field(default_factory=list)
+    notes: list[PlanNote] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("task")
+        for name in ("cache_plan", "proposals", "notes"):  # written only when a plan set them: older files stay as they were
+            if not data[name]:
+                data.pop(name)
         return data
 
 
@@ -145,6 +199,7 @@ def _task_from_dict(name: str, data: Any, file: str) -> TaskPolicy:
     match = Match(**{k: v for k, v in (data.get("match") or {}).items() if k in Match.__dataclass_fields__})
     cert_raw = data.get("certificate")
     cert = CertificateRef(**cert_raw) if isinstance(cert_raw, dict) else None
+    cache_plan, proposals, notes = _plan_parts(data, where, file)
     shadow_rate = data.get("shadow_rate", 0.02)
     if not isinstance(shadow_rate, (int, float)) or not 0 <= shadow_rate <= 1:
         raise InputError("must be a number between 0 and 1", file=file, field=f"{where}.shadow_rate")
@@ -161,7 +216,43 @@ def _task_from_dict(name: str, data: Any, file: str) -> TaskPolicy:
         shadow_rate=float(shadow_rate),
         cache_hygiene=bool(data.get("cache_hygiene", False)),
         certificate=cert,
+        cache_plan=cache_plan,
+        proposals=proposals,
+        notes=notes,
     )
+
+
+def _plan_parts(data: dict[str, Any], where: str, file: str) -> tuple[CachePlan | None, list[Proposal], list[PlanNote]]:
+    """The entries `parity audit --plan` adds to a task (all optional)."""
+    raw = data.get("cache_plan")
+    plan = None
+    if raw is not None:
+        if not isinstance(raw, dict):
+            raise InputError("must be an object", file=file, field=f"{where}.cache_plan")
+        unknown = set(raw) - set(CachePlan.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"unknown keys {sorted(unknown)}", file=file, field=f"{where}.cache_plan")
+        plan = CachePlan(**raw)
+        if plan.mode != "apply":
+            raise InputError("must be 'apply'", file=file, field=f"{where}.cache_plan.mode")
+        bad = [f for f in plan.fixes if f not in CACHE_FIXES]
+        if bad:
+            raise InputError(f"unknown fixes {bad}; allowed: {list(CACHE_FIXES)}", file=file,
+                             field=f"{where}.cache_plan.fixes")
+        if plan.ttl not in ("5m", "1h"):
+            raise InputError("must be '5m' or '1h'", file=file, field=f"{where}.cache_plan.ttl")
+    proposals, notes = [], []
+    for key, kind, out in (("proposals", Proposal, proposals), ("notes", PlanNote, notes)):
+        items = data.get(key) or []
+        if not isinstance(items, list):
+            raise InputError("must be a list", file=file, field=f"{where}.{key}")
+        for i, item in enumerate(items):
+            try:
+                out.append(kind(**item))
+            except TypeError:
+                raise InputError(f"expected the fields of {kind.__name__}", file=file,
+                                 field=f"{where}.{key}.{i}") from None
+    return plan, proposals, notes  # type: ignore[return-value]
 
 
 def load_policy(path: str | Path) -> Policy:

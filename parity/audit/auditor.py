@@ -23,6 +23,7 @@ from parity.exchange import Exchange, Rejected
 from parity.fingerprint import family_label, fingerprint
 from parity.pricing import min_cacheable_tokens
 from parity.task import named_task
+from parity.readers.common import BODIES_TAG
 
 OTHER = "(other)"
 
@@ -155,8 +156,11 @@ class Auditor:
             family.last_ts = ts
         if self.options.recount:
             self._sample(line, item)
+        bodies = item.tags.get(BODIES_TAG) != "no"  # a cost-only source: sizes, never shapes or prefixes
         try:  # the record is priced; an odd shape must not stop the audit, nor un-price it
-            family.outputs.observe(request, response, counts[4], self.options.rightsize)
+            family.outputs.observe(request, response, counts[4], self.options.rightsize, bodies=bodies)
+            if not bodies:
+                return
             minimum = self._min_tokens.get(model)
             if minimum is None:
                 minimum = self._min_tokens[model] = _min_cacheable(model)

@@ -19,7 +19,7 @@ from parity.audit.auditor import Auditor, Family
 from parity.audit.cache import ttl_advice
 from parity.audit.cost import EXACT, CostAcc, Pricer, usd
 from parity.audit.findings import SCHEMA_ID, Finding
-from parity.audit.rightsize import BIG_LINES, candidate_model, model_line, shape_reasons
+from parity.audit.rightsize import BIG_LINES, BilledChoice, billed_choice, candidate_model, model_line, shape_reasons
 from parity.audit.rightsize import FIX as RIGHTSIZE_FIX
 from parity.audit.savings import Slice, stack
 from parity.tokens import ESTIMATE_LABEL, TokenCounter, recount
@@ -138,9 +138,11 @@ def _build(auditor: Auditor, counter: Any) -> AuditReport:
         line = model_line(main_model) if main_model else None
         if reasons_rs and line in BIG_LINES and fam.last_day is not None:
             candidate = candidate_model(pricer, fam.last_day, options.candidate_model)
-            if candidate and candidate != main_model:
-                to = lambda k, c=candidate: k if k.speed == "fast" else k._replace(model=c)  # noqa: E731
-                at_candidate = pricer.total(acc.mapped(to))
+            choice = billed_choice(pricer, acc, main_model, candidate, fam.last_day) if (
+                candidate and candidate != main_model) else None
+            candidate = choice.candidate if choice is not None else None
+            if choice is not None and candidate is not None and choice.cost is not None:
+                at_candidate = choice.cost  # priced as billed: the candidate's own cache rules (rightsize.as_billed)
                 saving = fam_cost - at_candidate
                 if saving > 0:
                     findings.append(Finding(
@@ -149,13 +151,14 @@ def _build(auditor: Auditor, counter: Any) -> AuditReport:
                         cost_usd=fam_cost, saving_usd=saving, hypothesis=True,
                         example_lines=[fam.first_line], example_files=[fam.first_file],
                         detail={"model": main_model, "candidate_model": candidate, "reasons": reasons_rs,
-                                "cost_if_proven_usd": usd(at_candidate), "outputs": fam.outputs.to_dict()},
+                                "cost_if_proven_usd": usd(at_candidate), "outputs": fam.outputs.to_dict(),
+                                **_rejected(choice)},
                     ))
                     rightsize_rows.append({"family": fam.id, "label": fam.label, "model": main_model,
                                            "candidate_model": candidate, "reasons": reasons_rs,
                                            "requests": acc.requests, "cost_usd": usd(fam_cost),
                                            "cost_if_proven_usd": usd(at_candidate), "saving_if_proven_usd": usd(saving),
-                                           "status": "hypothesis: run parity prove"})
+                                           "status": "hypothesis: run parity prove", **_rejected(choice)})
                 else:
                     candidate = None
             else:
@@ -398,6 +401,14 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+def _rejected(choice: BilledChoice) -> dict[str, Any]:
+    """The preferred candidate that would cost more once billed, and why (empty when it saves)."""
+    if choice.rejected is None:
+        return {}
+    return {"rejected_model": choice.rejected, "rejected_cost_usd": usd(choice.rejected_cost or Decimal(0)),
+            "note": choice.note}
+
+
 def _rightsize_cause(reasons: list[str]) -> str:
     first = reasons[0].split(":", 1)[0]
     return {"short": "short_outputs", "closed set": "closed_set_outputs", "extractive": "extractive_outputs"}.get(
@@ -405,3 +416,145 @@ def _rightsize_cause(reasons: list[str]) -> str:
 
 
 __all__ = ["AuditReport", "build_report"]
+
+
+# --- sources: each input's own cost beside Parity's ---------------------------------------------------------
+
+from parity.readers.common import BODIES_TAG, NEEDS_BODIES, SOURCE_COST_TAG  # noqa: E402
+BUG_PATTERNS = (
+    ("ttl_1h_at_5m", "1-hour cache writes priced at the 5-minute rate"),
+    ("cache_read_free", "cache reads priced at $0"),
+    ("cache_counted_twice", "cache tokens counted twice (added again to input, as with inclusive input tokens)"),
+    ("batch_not_discounted", "batch calls not discounted 50%"),
+)
+"""Known ways a tool's own cost goes wrong on Claude cache and batch tokens (landscape.md §10.2), by id."""
+
+
+class _Side:
+    """Parity's cost of some traffic, the source's own cost of the part that carried one, and that part priced
+    under each bug pattern."""
+
+    def __init__(self) -> None:
+        self.acc = CostAcc()
+        self.costed = CostAcc()  # the records that carried a source cost, the only fair comparison
+        self.patterns = {name: CostAcc() for name, _ in BUG_PATTERNS}
+        self.source_cost: Decimal | None = None
+
+    def add(self, key: Any, counts: tuple[int, int, int, int, int], amount: Decimal | None) -> None:
+        self.acc.add(key, 1, *counts)
+        if amount is None:
+            return
+        inp, w5, w1, read, out = counts
+        self.costed.add(key, 1, *counts)
+        self.patterns["ttl_1h_at_5m"].add(key, 1, inp, w5 + w1, 0, read, out)
+        self.patterns["cache_read_free"].add(key, 1, inp, w5, w1, 0, out)
+        self.patterns["cache_counted_twice"].add(key, 1, inp + read + w5 + w1, w5, w1, read, out)
+        self.patterns["batch_not_discounted"].add(key._replace(batch=False), 1, *counts)
+        with localcontext(EXACT):
+            self.source_cost = (self.source_cost or Decimal(0)) + amount
+
+    def compare(self, pricer: Pricer) -> dict[str, Any]:
+        """`source_cost_usd`, `difference_usd`, `agrees`, `explanation`, `explanation_id` for this side."""
+        out: dict[str, Any] = {"source_cost_usd": None, "source_cost_records": self.costed.requests,
+                               "difference_usd": None, "agrees": None, "explanation": None, "explanation_id": None}
+        if self.source_cost is None:
+            return out
+        cost = pricer.total(self.costed)
+        n = self.costed.requests
+        out.update(source_cost_usd=usd(self.source_cost), difference_usd=usd(self.source_cost - cost),
+                   agrees=_close(self.source_cost, cost, n))
+        if out["agrees"]:
+            return out
+        for name, text in BUG_PATTERNS:
+            alt = pricer.total(self.patterns[name])
+            if alt != cost and _close(self.source_cost, alt, n):
+                out["explanation"] = f"the source's cost matches this traffic with {text}: ${usd(alt)}"
+                out["explanation_id"] = name
+                return out
+        out["explanation"] = "no known bug pattern explains the difference"
+        return out
+
+
+class SourceTally:
+    """One input's records, Parity's exact cost of them (as the audit prices them), the source's own cost, and
+    the same traffic priced under each known bug pattern, so a difference can be named, not just shown; the same
+    per model."""
+
+    def __init__(self, path: str, fmt: str, pricer: Pricer) -> None:
+        self.path, self.format, self.pricer = path, fmt, pricer
+        self.records = 0
+        self.priced = 0
+        self.with_bodies = 0
+        self.whole = _Side()
+        self.models: dict[str, _Side] = {}
+
+    def observe(self, item: Any) -> None:
+        """Count one reader item; Exchanges the audit can price add to the costs, the rest only to `records`."""
+        from parity.audit.cost import UnpricedError, usage_counts
+        from parity.exchange import Exchange
+
+        self.records += 1
+        if not isinstance(item, Exchange) or item.response is None:
+            return
+        model = item.response.get("model") or item.request.get("model")
+        usage = item.response.get("usage")
+        try:
+            counts = usage_counts(usage)
+            key = self.pricer.key(model, usage, counts, batch=item.batch, at=item.started_at)
+        except (UnpricedError, TypeError):
+            return
+        self.priced += 1
+        if item.tags.get(BODIES_TAG) != "no":
+            self.with_bodies += 1
+        raw = item.tags.get(SOURCE_COST_TAG)
+        amount = None
+        if raw is not None:
+            try:
+                amount = Decimal(raw)
+            except ArithmeticError:
+                amount = None
+        self.whole.add(key, counts, amount)
+        self.models.setdefault(key.model, _Side()).add(key, counts, amount)
+
+    def merge_auditor(self, auditor: Auditor) -> None:
+        """Take the cost of a partial audit (a JSONL file read by worker processes: no source cost there)."""
+        acc = CostAcc.total(f.cost() for f in auditor.families.values())
+        self.whole.acc.merge(acc)
+        self.priced += acc.requests
+        self.records += sum(v[1] for v in auditor.inputs.values())
+        self.with_bodies += acc.requests
+        for model in {key.model for key in acc.v}:
+            self.models.setdefault(model, _Side()).acc.merge(acc.filtered(lambda k, m=model: k.model == m))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `sources[]` entry (docs/audit-json.md)."""
+        with localcontext(EXACT):
+            out: dict[str, Any] = {
+                "path": self.path, "format": self.format, "records": self.records, "priced": self.priced,
+                "cost_usd": usd(self.pricer.total(self.whole.acc)), **self.whole.compare(self.pricer),
+                "bodies": "all" if self.with_bodies == self.priced else "some" if self.with_bodies else "none",
+                "needs_bodies": [] if self.with_bodies == self.priced else list(NEEDS_BODIES),
+                "models": [],
+            }
+            for model, side in sorted(self.models.items(), key=lambda kv: -self.pricer.total(kv[1].acc)):
+                compared = side.compare(self.pricer)
+                out["models"].append({"model": model, "requests": side.acc.requests,
+                                      "cost_usd": usd(self.pricer.total(side.acc)),
+                                      **{k: compared[k] for k in ("source_cost_usd", "difference_usd", "agrees",
+                                                                  "explanation_id")}})
+        return out
+
+
+def _close(a: Decimal, b: Decimal, records: int) -> bool:
+    """Equal within rounding: a micro-dollar per record, or 0.01% of the amount (tools log float dollars)."""
+    tolerance = max(Decimal("0.000001") * max(records, 1), abs(b) * Decimal("0.0001"))
+    return abs(a - b) <= tolerance
+
+
+def add_sources(report: AuditReport, tallies: list[SourceTally]) -> AuditReport:
+    """Put the top-level `sources` list into a report (additive to `parity.audit/1`)."""
+    report.data["sources"] = [t.to_dict() for t in tallies]
+    return report
+
+
+__all__ += ["BUG_PATTERNS", "NEEDS_BODIES", "SourceTally", "add_sources"]

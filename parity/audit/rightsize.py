@@ -22,12 +22,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from parity import catalog
-from parity.audit.cost import Pricer
+from parity.audit.cost import CostAcc, PriceKey, Pricer, usd
 
-__all__ = ["BIG_LINES", "OutputStats", "RightsizePolicy", "candidate_model", "shape_reasons"]
+__all__ = ["BIG_LINES", "BilledChoice", "OutputStats", "RightsizePolicy", "as_billed", "billed_choice",
+           "candidate_model", "shape_reasons"]
 
 BIG_LINES = frozenset({"opus", "sonnet", "fable", "mythos"})
 OUTPUT_BINS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)  # upper bounds; one more bin for the rest
@@ -61,12 +63,13 @@ class OutputStats:
     truncated: int = 0
 
     def observe(self, request: Mapping[str, Any], response: Mapping[str, Any], output_tokens: int,
-                policy: RightsizePolicy) -> None:
+                policy: RightsizePolicy, *, bodies: bool = True) -> None:
+        """Count one answer's size; judge its shape too when the log holds the answer's text (`bodies`)."""
         self.n += 1
         self.bins[bisect.bisect_left(OUTPUT_BINS, output_tokens)] += 1
         if response.get("stop_reason") == "max_tokens":
             self.truncated += 1
-        if self.answered >= policy.shape_sample:
+        if not bodies or self.answered >= policy.shape_sample:
             return  # the answers' shape is judged on the first responses; sizes on all of them
         self.answered += 1
         answer, tool = _answer(response)
@@ -162,6 +165,83 @@ def candidate_model(pricer: Pricer, day: date, preferred: str | None = None) -> 
         if best is None or score < best:
             best = score
     return best[1] if best else None
+
+
+def as_billed(acc: CostAcc, model: str) -> CostAcc:
+    """`acc`'s token vectors as `model` would bill them, under `model`'s own cache rules.
+
+    Why: repricing logged cache reads at a cheaper model's read price assumes that model caches the same prefix. A
+    model whose minimum cacheable prefix is above it caches nothing (both counters 0, no error; claude-api.md §6.7),
+    so every read and write becomes full-price input. Each price key's cached prefix is its mean cached tokens per
+    request (reads + writes over requests); TTLs are the same on every model, so reads stay reads otherwise.
+    Fast-mode keys keep their model (fast mode exists only there). Tokenizer differences are not modelled."""
+    minimum = _minimum(model)
+    out = CostAcc()
+    for key, (n, inp, w5, w1, read, output) in acc.v.items():
+        if isinstance(key, PriceKey) and key.speed == "fast":
+            out.add(key, n, inp, w5, w1, read, output)
+            continue
+        new_key = key._replace(model=model) if isinstance(key, PriceKey) else key
+        cached = w5 + w1 + read
+        if cached and n and cached < minimum * n:  # below the model's minimum: nothing is cached
+            out.add(new_key, n, inp + cached, 0, 0, 0, output)
+        else:
+            out.add(new_key, n, inp, w5, w1, read, output)
+    return out
+
+
+@dataclass(frozen=True)
+class BilledChoice:
+    """The right-size candidate priced as billed: the model to prove (None when none saves), and why."""
+
+    candidate: str | None
+    cost: Decimal | None
+    rejected: str | None = None  # the preferred candidate, when it would cost more than today
+    rejected_cost: Decimal | None = None
+    note: str = ""
+
+
+def billed_choice(pricer: Pricer, acc: CostAcc, current: str, preferred: str, day: date) -> BilledChoice:
+    """`preferred` if it saves once billed under its own cache rules; else the next model up that does.
+
+    "Next" is by list price: the active models priced on `day` that cost more than `preferred` and less than
+    `current` (input + output per MTok), cheapest first; the first whose billed cost is below today's."""
+    now = pricer.total(acc)
+    cost = pricer.total(as_billed(acc, preferred))
+    if cost < now:
+        return BilledChoice(preferred, cost)
+    floor, ceiling = _list_price(pricer, preferred, day), _list_price(pricer, current, day)
+    ladder = []
+    for info in catalog.all_models(["active"]):
+        if info.id in (preferred, current) or not pricer.can_price(info.id, day):
+            continue
+        price = _list_price(pricer, info.id, day)
+        if floor < price < ceiling:
+            ladder.append((price, info.id))
+    tokens = acc.tokens()
+    cached = tokens["cache_read"] + tokens["cache_write_5m"] + tokens["cache_write_1h"]
+    per_request = cached // acc.requests if acc.requests else 0
+    why = (f"{preferred} would cost ${usd(cost)}, more than ${usd(now)} on {current} today: it caches only prefixes of "
+           f"{_minimum(preferred):,}+ tokens, and this family's cached prefix is about {per_request:,} tokens, so "
+           "every cache read becomes full-price input")
+    for _, model in sorted(ladder):
+        alt = pricer.total(as_billed(acc, model))
+        if alt < now:
+            return BilledChoice(model, alt, preferred, cost, f"{why}; {model} saves (its minimum is "
+                                                              f"{_minimum(model):,} tokens)")
+    return BilledChoice(None, None, preferred, cost, f"{why}; no cheaper model saves once billed")
+
+
+def _list_price(pricer: Pricer, model: str, day: date) -> Decimal:
+    rates = pricer.table.price_for(model, day).rates
+    return rates.input + rates.output
+
+
+def _minimum(model: str) -> int:
+    try:
+        return catalog.get_model(model).min_cacheable_tokens
+    except Exception:  # unknown to the catalogue: assume it caches what today's model cached
+        return 0
 
 
 def model_line(model: str) -> str | None:

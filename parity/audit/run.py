@@ -4,7 +4,8 @@ The pass is `parity.audit.auditor` (bounded state per family), the report `parit
 JSONL files are read by several processes (`parity.audit.parallel`).
 
 `audit_exchanges(items)` is the entry point for any reader yielding `(source, line, Exchange | Rejected)`;
-`audit_paths(paths)` reads JSONL, OTLP JSON or a ledger URL itself.
+`audit_paths(paths)` reads any format `parity.readers` knows itself. Both add the report's `sources` list: each
+input's records, Parity's cost and the source's own cost (where the format carries one), side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from parity.audit.auditor import AuditOptions, Auditor
 from parity.audit.cost import Pricer
 from parity.audit.parallel import audit_jsonl_parallel, default_workers
-from parity.audit.report import AuditReport, build_report
+from parity.audit.report import AuditReport, SourceTally, add_sources, build_report
 from parity.errors import InputError
 from parity.exchange import Exchange, Rejected, read_jsonl_span
 from parity.pricing import PriceTable
@@ -40,13 +41,23 @@ def audit_exchanges(
     Items are `(source, line, Exchange | Rejected)` as readers yield them, or bare Exchanges (a recorded list,
     e.g. the demo's): those are numbered 1, 2, ... in order and reported as lines of `source`.
     """
-    auditor = Auditor(options, pricer=Pricer(table))
+    pricer = Pricer(table)
+    auditor = Auditor(options, pricer=pricer)
+    tallies: dict[str, SourceTally] = {}
     for n, entry in enumerate(items, 1):
         if isinstance(entry, (Exchange, Rejected)):
-            auditor.observe(source, n, entry)
-        else:
-            auditor.observe(*entry)
-    return build_report(auditor, counter=counter)
+            entry = (source, n, entry)
+        name, line, item = entry
+        tally = tallies.get(name)
+        if tally is None:
+            tally = tallies[name] = SourceTally(name, _format_of(item), pricer)
+        tally.observe(item)
+        auditor.observe(name, line, item)
+    return add_sources(build_report(auditor, counter=counter), list(tallies.values()))
+
+
+def _format_of(item: Exchange | Rejected) -> str:
+    return item.tags.get("source.format", "exchanges") if isinstance(item, Exchange) else "exchanges"
 
 
 def audit_paths(
@@ -67,10 +78,13 @@ def audit_paths(
     sizes = {p: (os.path.getsize(p) if "://" not in p and os.path.exists(p) else 0) for p in paths}
     total = sum(sizes.values())
     done_before = 0
+    tallies: list[SourceTally] = []
     for path in paths:
         kind = detect_format(path) if fmt == "auto" else fmt
         if kind not in FORMATS or kind == "auto":
-            raise InputError(f"unknown input format {kind!r}; use auto, jsonl, otlp or ledger", field="format")
+            raise InputError(f"unknown input format {kind!r}; use one of {', '.join(FORMATS)}", field="format")
+        tally = SourceTally(path, kind, pricer)
+        tallies.append(tally)
         if kind == "jsonl":
             if not os.path.exists(path):
                 raise InputError("no such file", file=path)
@@ -78,17 +92,20 @@ def audit_paths(
             if n > 1:
                 partial = audit_jsonl_parallel(path, n, options, pricer, lambda d, base=done_before: progress and progress(
                     base + d, total))
+                tally.merge_auditor(partial)
                 auditor.merge(partial)
             else:
                 for line, item, pos in read_jsonl_span(path):
+                    tally.observe(item)
                     auditor.observe(path, line, item)
                     if progress and line % 2000 == 0:
                         progress(done_before + pos, total)
         else:
             for line, item in read_exchanges(path, format=kind):  # type: ignore[arg-type]
+                tally.observe(item)
                 auditor.observe(path, line, item)
         done_before += sizes[path]
         if progress:
             progress(done_before, total)
     auditor.pricer = pricer
-    return build_report(auditor, counter=counter)
+    return add_sources(build_report(auditor, counter=counter), tallies)

@@ -21,6 +21,7 @@ from decimal import Context, Decimal, localcontext
 from typing import Any
 
 from parity.audit.cost import EXACT, CostAcc, PriceKey, Pricer, usd
+from parity.audit.rightsize import as_billed
 
 __all__ = ["ASSUMPTIONS", "Savings", "Slice", "stack"]
 
@@ -38,8 +39,9 @@ ASSUMPTIONS = [
     "non-streamed requests; never streamed or fast-mode requests) moves to the Message Batches API at 50 % of "
     "every category; it is applied to what remains after caching on those same requests.",
     "Right-size: a hypothesis until `parity prove` shows the cheaper model is at least as good within the "
-    "margin; priced with the same token counts at the cheaper model's list price from the same table "
-    "(tokenizer differences between models are not modelled). It is applied last, to what remains.",
+    "margin; priced as billed: the same token counts at the cheaper model's price from the same table, under its "
+    "own cache rules (a cached prefix below its minimum cacheable length is billed as full-price input; "
+    "tokenizer differences between models are not modelled). It is applied last, to what remains.",
     "Stacked savings are computed on token vectors, never by adding percentages; per-lever savings on "
     "today's bill overlap and do not add up.",
 ]
@@ -133,11 +135,10 @@ def stack(pricer: Pricer, slices: Iterable[Slice]) -> Savings:
                 applies["batch"] += now
             c2 = pricer.total(v2)
             after_batch += c2
-            if sl.candidate:
-                to = _to_model(sl.candidate)
-                standalone["rightsize"] += now - pricer.total(sl.cost.mapped(to))
+            if sl.candidate:  # priced as billed: the candidate's own cache rules on what remains
+                standalone["rightsize"] += now - pricer.total(as_billed(sl.cost, sl.candidate))
                 applies["rightsize"] += now
-                c3 = pricer.total(v2.mapped(to))
+                c3 = pricer.total(as_billed(v2, sl.candidate))
             else:
                 c3 = c2
             after_all += c3
@@ -151,15 +152,6 @@ def stack(pricer: Pricer, slices: Iterable[Slice]) -> Savings:
 
 def _batched(key: Any) -> Any:
     return key._replace(batch=True) if isinstance(key, PriceKey) else key
-
-
-def _to_model(model: str) -> Any:
-    def swap(key: Any) -> Any:
-        if isinstance(key, PriceKey) and key.speed != "fast":
-            return key._replace(model=model)
-        return key
-
-    return swap
 
 
 def _exact() -> Any:

@@ -17,8 +17,8 @@ from parity.errors import ParityError
 
 COMMANDS: dict[str, str] = {
     "audit": "audit", "cache-diff": "audit", "count": "count", "demo": "demo", "emulate": "emulate",
-    "keys": "keys", "prove": "prove", "serve": "serve", "verdict": "verdict", "verify": "verify",
-    "signing-key": "verify",
+    "keys": "keys", "prove": "prove", "reconcile": "reconcile", "savings": "savings", "serve": "serve", "verdict": "verdict", "verify": "verify",
+    "signing-key": "verify", "dashboard": "dashboard",
 }
 """Command name → the parity.cli module that defines it."""
 

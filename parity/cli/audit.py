@@ -18,10 +18,12 @@ from parity.pricing import PriceTable
 
 @app.command("audit")
 def audit(
-    paths: list[str] = typer.Argument(..., help="Exchange JSONL files, OTLP JSON files, or ledger URLs."),
+    paths: list[str] = typer.Argument(..., help="Log files (Exchange JSONL, OTLP JSON, LiteLLM, Langfuse, Helicone, "
+                                      "Admin API usage report) or ledger URLs; the format is detected per file."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (docs/audit-json.md)."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
-    fmt: str = typer.Option("auto", "--format", help="auto, jsonl, otlp (OpenTelemetry GenAI spans) or ledger."),
+    fmt: str = typer.Option("auto", "--format", help="Force a format: auto, jsonl, otlp (OpenTelemetry GenAI spans), "
+                            "ledger, litellm, langfuse, helicone or anthropic-usage."),
     prices: Optional[list[Path]] = typer.Option(None, "--prices", help="Extra price table TOML file(s)."),
     workers: Optional[int] = typer.Option(None, help="Processes for large JSONL files (default: up to 2)."),
     top: int = typer.Option(10, help="Rows shown per table."),
@@ -33,10 +35,15 @@ def audit(
     base_url: Optional[str] = typer.Option(None, help="API base URL for --recount (count_tokens); else an estimate."),
     api_key: Optional[str] = typer.Option(None, envvar="ANTHROPIC_API_KEY", help="API key for --recount."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No terminal report (write --json/--html only)."),
+    plan_out: Optional[Path] = typer.Option(None, "--plan", help="Write the plan as a policy file for `parity serve --policy`: cache fixes applied, prompt changes proposed, deferral and prove commands."),
 ) -> None:
     """Audit Claude API logs: exact spend, cache breaks (the block and offset), batchable traffic, right-size
     candidates, and the savings of each lever, stacked."""
     from parity.audit.run import AuditOptions, audit_paths
+    from parity.readers import FORMATS
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", field="--format")
 
     table = PriceTable.load([str(p) for p in prices]) if prices else None
     options = AuditOptions(max_families=max_families, max_malformed=max_malformed, top=top,
@@ -64,6 +71,8 @@ def audit(
         from parity.report.audit_html import write_audit_html
 
         write_audit_html(data, html_out)
+    if plan_out is not None:
+        _write_plan(data, plan_out, quiet)
     if not quiet:
         from parity.report.audit_terminal import render_report
 
@@ -71,6 +80,19 @@ def audit(
         for label, path in (("JSON", json_out), ("HTML", html_out)):
             if path is not None:
                 console.print(f"{label} report written to {path}")
+
+
+def _write_plan(data: dict[str, Any], path: Path, quiet: bool) -> None:
+    from parity.audit.plan import build_plan, describe_plan, write_plan
+
+    plan = build_plan(data)
+    write_plan(plan, path)
+    if not quiet:
+        labels = {row["family"]: row["label"] for row in data.get("by_family", [])}
+        for line in describe_plan(plan, labels):
+            console.print(escape(line), soft_wrap=True)
+        console.print(f"plan written to {path} ({len(plan.tasks)} famil{'y' if len(plan.tasks) == 1 else 'ies'}); "
+                      f"serve it with `parity serve --policy {path}`")
 
 
 def _night(spec: str) -> Any:

@@ -56,6 +56,18 @@ def serve(
     http_client: str = typer.Option(
         "lean", help="Client to the upstream: 'lean' (aiohttp, the default: about half the CPU per request) or 'httpx'."
     ),
+    allow_open: bool = typer.Option(
+        False, "--allow-open", help="Serve a non-loopback HOST without --keys although the gateway holds an upstream "
+        "key (anyone who can reach it then spends on that key). Refused by default."
+    ),
+    journal: Optional[str] = typer.Option(
+        None, help="Folder of the local journal: each answered request is written there before the client gets it, "
+        "until the ledger has it; journals of killed replicas are replayed at start. Default: LEDGER.journal/ beside "
+        "a SQLite ledger, ./parity-journal/ for a database URL; 'off' disables it."
+    ),
+    replica: Optional[str] = typer.Option(
+        None, help="This replica's name in the shared ledger (reservations, rollbacks); default: hostname-pid."
+    ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve the gateway at http://HOST:PORT; clients change only their base_url."""
@@ -65,6 +77,8 @@ def serve(
     from parity.gateway.config import GatewayConfig
     from parity.gateway.retry import RetryPolicy
 
+    if journal is None and ledger != "off":
+        journal = "parity-journal" if "://" in ledger else f"{ledger}.journal"
     if state_dir is None and policy is not None:
         state_dir = str(Path(policy).with_suffix(".state"))
     settings = dict(
@@ -72,6 +86,7 @@ def serve(
         public_base_url=public_url, stall_timeout_s=stall_timeout, candidate_timeout_s=candidate_timeout,
         read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries), state_dir=state_dir,
         http_client=http_client, signing_key_path=signing_key,
+        journal_dir=None if journal in (None, "off") or ledger == "off" else journal, replica=replica,
     )
     in_process = upstream == "emulator"
     if in_process:  # the emulator as the gateway's upstream transport: resolved here, never in the gateway
@@ -83,6 +98,10 @@ def serve(
         logging.getLogger("uvicorn.error").addFilter(_HideCutConnections())
     else:
         config = GatewayConfig(upstream=upstream, **settings)
+    problem = None if in_process else open_gateway_problem(host, keys, config.resolved_upstream_key(), allow_open)
+    if problem is not None:
+        console.print(f"[bold red]error:[/] {problem}", highlight=False)
+        raise typer.Exit(2)
     if otel_file is not None:
         from parity.gateway import otel
 
@@ -99,6 +118,8 @@ def serve(
             console.print(f"  certificates must be signed with key {gateway.signing_key.key_id}", highlight=False)
     else:
         console.print("  no policy: every request passes through and is recorded")
+    if config.journal_dir:
+        console.print(f"  journal: {config.journal_dir}   replica: {config.replica_name()}", highlight=False)
     console.print(f"  ledger: {ledger or 'off'}   keys: {keys or 'any client key accepted'}   metrics: {base_url}/metrics"
                   + (f"   spans: {otel_file}" if otel_file else ""))
     console.print(f"Point clients at it: export ANTHROPIC_BASE_URL={base_url}")
@@ -106,6 +127,32 @@ def serve(
         console.print("  no upstream key set (PARITY_UPSTREAM_API_KEY): each client's own key is forwarded")
     uvicorn.run(gateway_app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=int(os.environ.get("PARITY_SHUTDOWN_S", "10")))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an interface to listen on) is reachable only from this machine."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def open_gateway_problem(host: str, keys: str | None, upstream_key: str | None, allow_open: bool) -> str | None:
+    """Why the gateway must not start as asked, or None: a gateway holding an upstream key, listening beyond this
+    machine with no gateway keys, lets anyone who reaches it spend on that key."""
+    if keys or not upstream_key or allow_open or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve {host} without gateway keys: this gateway holds an upstream key "
+        "(PARITY_UPSTREAM_API_KEY or ANTHROPIC_API_KEY), so anyone who can reach it would spend on that key. "
+        "Create keys (`parity keys create --name NAME --keys gateway-keys.json`) and pass --keys gateway-keys.json, "
+        "or listen on 127.0.0.1, or pass --allow-open to serve it open on purpose"
+    )
 
 
 def policy_summary(tasks: TaskRouter) -> list[str]:

@@ -40,6 +40,7 @@ from parity.gateway import otel
 from parity.gateway.cachefix import CacheHygiene
 from parity.gateway.certified import reason_code
 from parity.gateway.config import GatewayConfig
+from parity.gateway.dashboard import dashboard_routes
 from parity.gateway.deferral import Deferred, DeferralQueue
 from parity.gateway.drift_watch import DriftWatch
 from parity.gateway.keys import KeyCheck, KeyLimits, KeyStore, spent_by_key
@@ -51,6 +52,7 @@ from parity.gateway.refusals import Refusals
 from parity.gateway.retry import CircuitBreaker
 from parity.gateway.routing import MessageRouter, TaskRouter
 from parity.gateway.upstream import Upstream
+from parity.ledger.journal import Journal
 from parity.ledger.writer import LedgerWriter
 from parity.proof.signing import SigningKey, load_signing_key
 
@@ -112,12 +114,18 @@ def create_gateway(config: GatewayConfig) -> Starlette:
     signing_key = load_signing_key(config.signing_key_path)
     store = KeyStore(config.keys_path) if config.keys_path else None
     ledger = LedgerWriter(config.ledger_url) if config.ledger_url else None
-    limits = KeyLimits(spent_by_key(config.ledger_url) if config.ledger_url and store is not None else {})
+    shared_budget, shared_drift = config.shared_state()  # PostgreSQL: key budgets and rollbacks across replicas
+    limits = KeyLimits(spent_by_key(config.ledger_url) if config.ledger_url and store is not None
+                       and shared_budget is None else {}, shared=shared_budget)
     keys = KeyCheck(store, limits)
+    journal = Journal(config.journal_dir, replica=config.replica_name()) if config.journal_dir and ledger else None
     recorder = GatewayRecorder(metrics, limits, ledger=ledger, redact=config.redact, scrub=upstream.scrub,
-                               span_hook=otel.record_span)
+                               span_hook=otel.record_span, journal=journal)
+    if journal is not None:
+        recorder.replay(config.journal_dir)  # what replicas killed before their ledger write answered
     drift = DriftWatch(upstream, recorder, metrics, seed=config.shadow_seed, options=config.drift_options,
-                       state_dir=config.state_dir)
+                       state_dir=config.state_dir, shared=shared_drift, poll_s=config.drift_poll_s)
+    drift.start()
     try:
         tasks = TaskRouter(config.policy, config.policy_path, signing_key=signing_key,
                            on_checked=_on_routes_checked(metrics, drift))
@@ -149,6 +157,7 @@ def create_gateway(config: GatewayConfig) -> Starlette:
         *messages.routes(),
         *proxy.routes(),
         *metrics.routes(upstream.breaker),
+        *dashboard_routes(gateway),
         Route("/healthz", _health(tasks, config.upstream_name or config.upstream), methods=["GET"]),
         *proxy.fallback_routes(),
     ]

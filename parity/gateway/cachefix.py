@@ -16,6 +16,12 @@ the same silently (landscape §7 item 2). What `apply` changes, and only where m
 - **Warnings** for a date/time or id-like value inside the prefix (the audit's own patterns,
   `parity.fingerprint.DATE_TIME` / `ID_LIKE`): such a value changes per request and re-writes the cache.
 
+A task whose policy carries a `cache_plan` (written by `parity audit --plan`, `parity.audit.plan`) gets only the
+fixes its plan names (`apply_plan`): `json_keys` and `tool_order` as above, `tool_use_inputs` (canonical key order
+inside `tool_use` inputs of earlier turns), and `breakpoint` with the TTL the plan's gap analysis chose. The
+gateway records which fixes changed each request in the ledger (`CacheHygiene.applied`, the `parity.cache_fix`
+tag). A task with neither a plan nor `cache_hygiene` is never touched.
+
 The analysis of a prefix is memoised on its bytes: a task's prefix is stable by definition, so the request path
 pays one dictionary lookup per request after the first. `CacheHygiene` is what the gateway holds: `apply` for the
 tasks whose policy opted in, the request unchanged for the others.
@@ -34,7 +40,7 @@ from parity import pricing
 from parity import prompt as prompts
 from parity.audit.cache_diagnosis import suggest_breakpoint
 from parity.fingerprint import DATE_TIME, ID_LIKE
-from parity.policy import TaskPolicy
+from parity.policy import CachePlan, TaskPolicy
 
 log = logging.getLogger("parity.gateway")
 
@@ -65,26 +71,65 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def fix_tools(tools: Any) -> Any:
-    """Tools sorted by name, each in canonical JSON; anything that is not a list of named tools is left alone."""
+def fix_tools(tools: Any, *, sort: bool = True, keys: bool = True) -> Any:
+    """Tools sorted by name (`sort`), each in canonical JSON (`keys`); anything that is not a list of named tools
+    is left alone."""
     if not isinstance(tools, list) or not all(isinstance(t, Mapping) and isinstance(t.get("name"), str) for t in tools):
         return tools
-    return [canonical(t) for t in sorted(tools, key=lambda t: t["name"])]
+    ordered = sorted(tools, key=lambda t: t["name"]) if sort else list(tools)
+    return [canonical(t) for t in ordered] if keys else ordered
+
+
+def _sorted_only(tools: Any, sort: bool) -> Any:
+    return fix_tools(tools, sort=sort, keys=False)
 
 
 def apply(request: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(the request with cache hygiene applied, warnings). Returns `request` itself when nothing changed."""
+    fixed, _, warnings = fix(request, ("json_keys", "tool_order", "breakpoint"))
+    return fixed, warnings
+
+
+def apply_plan(request: dict[str, Any], plan: CachePlan) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(the request with a plan's cache fixes applied, the fixes that changed it, warnings).
+
+    Only the fixes the plan names run, and the breakpoint gets the TTL the plan's gap analysis chose (unless the
+    ordering rule forbids it: a 1h breakpoint may not follow a 5m one)."""
+    return fix(request, tuple(plan.fixes), plan.ttl)
+
+
+def fix(request: dict[str, Any], fixes: tuple[str, ...], ttl: str | None = None
+        ) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(request with `fixes` applied, the names of those that changed something, warnings); `request` itself
+    when nothing changed. `ttl` None: the default TTL (1h only when a later breakpoint is 1h)."""
     if not isinstance(request, dict):
-        return request, []
+        return request, [], []
     fixed = request
+    applied: list[str] = []
     tools = request.get("tools")
-    sorted_tools = fix_tools(tools)
-    if _key_orders(sorted_tools) != _key_orders(tools):
-        fixed = {**request, "tools": sorted_tools}
+    if "tool_order" in fixes or "json_keys" in fixes:
+        new_tools = fix_tools(tools, sort="tool_order" in fixes, keys="json_keys" in fixes)
+        if _key_orders(new_tools) != _key_orders(tools):
+            fixed = {**request, "tools": new_tools}
+            if "tool_order" in fixes and [t.get("name") for t in new_tools] != [t.get("name") for t in tools]:
+                applied.append("tool_order")
+            if "json_keys" in fixes and _key_orders(new_tools) != _key_orders(_sorted_only(tools, "tool_order" in fixes)):
+                applied.append("json_keys")
+    if "tool_use_inputs" in fixes:
+        messages = canonical_tool_inputs(fixed.get("messages"))
+        if messages is not fixed.get("messages"):
+            fixed = {**fixed, "messages": messages}
+            applied.append("tool_use_inputs")
+    if "breakpoint" not in fixes:
+        return fixed, applied, []
     plan = _plan(fixed)
     warnings = list(plan.warnings)
+    if plan.target is not None and plan.target_marked and ttl == "1h" and plan.prefix_breakpoints[-1:] == (
+            DEFAULT_TTL,) and all(t == "1h" for t in plan.prefix_breakpoints[:-1]):
+        # the client's own breakpoint, upgraded to the TTL the gaps chose (allowed: nothing 5m comes before it)
+        return _mark(fixed, plan.target, {"type": "ephemeral", "ttl": "1h"}), [*applied, "ttl_1h"], warnings
     if plan.target is None or plan.target_marked or not plan.reaches_minimum:
-        return fixed, warnings
+        return fixed, applied, warnings
     later = _later_ttls(fixed, plan)
     used = len(plan.prefix_breakpoints) + len(later)
     if used >= MAX_BREAKPOINTS:
@@ -92,10 +137,34 @@ def apply(request: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             f"{plan.target}: no breakpoint added at the end of the stable prefix: the request already uses "
             f"{used} of {MAX_BREAKPOINTS} cache_control slots"
         )
-        return fixed, warnings
-    ttl = "1h" if "1h" in later else DEFAULT_TTL
-    control: dict[str, Any] = {"type": "ephemeral"} if ttl == DEFAULT_TTL else {"type": "ephemeral", "ttl": ttl}
-    return _mark(fixed, plan.target, control), warnings
+        return fixed, applied, warnings
+    chosen = "1h" if "1h" in later else DEFAULT_TTL
+    if ttl == "1h" and DEFAULT_TTL not in plan.prefix_breakpoints:
+        chosen = "1h"
+    control: dict[str, Any] = {"type": "ephemeral"} if chosen == DEFAULT_TTL else {"type": "ephemeral", "ttl": chosen}
+    return _mark(fixed, plan.target, control), [*applied, "breakpoint" if chosen == DEFAULT_TTL else "breakpoint_1h"], warnings
+
+
+def canonical_tool_inputs(messages: Any) -> Any:
+    """`messages` with every `tool_use` block's `input` in canonical key order; `messages` itself if none moved."""
+    if not isinstance(messages, list):
+        return messages
+    out = None
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, list):
+            continue
+        blocks = None
+        for j, block in enumerate(content):
+            if isinstance(block, Mapping) and block.get("type") == "tool_use" and isinstance(block.get("input"), Mapping):
+                canon = canonical(block["input"])
+                if _key_orders(canon) != _key_orders(block["input"]):
+                    blocks = blocks if blocks is not None else list(content)
+                    blocks[j] = {**block, "input": canon}
+        if blocks is not None:
+            out = out if out is not None else list(messages)
+            out[i] = {**message, "content": blocks}
+    return messages if out is None else out
 
 
 class CacheHygiene:
@@ -107,16 +176,25 @@ class CacheHygiene:
 
     def __call__(self, request: dict[str, Any], policy: TaskPolicy) -> dict[str, Any]:
         """`request` with hygiene applied when `policy` opted in; `request` itself otherwise."""
-        if not policy.cache_hygiene:
-            return request
+        return self.applied(request, policy)[0]
+
+    def applied(self, request: dict[str, Any], policy: TaskPolicy) -> tuple[dict[str, Any], list[str]]:
+        """(`request` fixed, the names of the fixes that changed it): the task's `cache_plan` when it has one (only
+        its fixes), else everything when it opted in (`cache_hygiene`); a task with neither is never touched."""
+        if policy.cache_plan is None and not policy.cache_hygiene:
+            return request, []
         try:
-            fixed, warnings = self.fix(request)
+            if policy.cache_plan is not None:
+                fixed, names, warnings = apply_plan(request, policy.cache_plan)
+            else:
+                fixed, warnings = self.fix(request)
+                names = ["cache_hygiene"] if fixed is not request else []
         except Exception:
             log.exception("cache hygiene failed for task %s; sending the request unchanged", policy.task)
-            return request
+            return request, []
         for warning in warnings:
             log.warning("task %s: %s", policy.task, warning)
-        return fixed
+        return fixed, names
 
 
 def _key_orders(value: Any) -> Any:
@@ -221,4 +299,4 @@ def _mark(request: dict[str, Any], path: str, control: dict[str, Any]) -> dict[s
     return {**request, "tools": tools}
 
 
-__all__ = ["CacheHygiene", "apply", "canonical", "fix_tools"]
+__all__ = ["CacheHygiene", "apply", "apply_plan", "canonical", "canonical_tool_inputs", "fix", "fix_tools"]

@@ -63,6 +63,32 @@ class GatewayConfig:
     state_dir: str | None = None  # where drift rollbacks are kept across restarts (drift-<task>.json)
     drift_options: dict[str, Any] = field(default_factory=dict)  # DriftMonitor keywords (via, batch_size, ...)
     deferral_options: dict[str, Any] = field(default_factory=dict)  # DeferralQueue keywords (max_batch, ...)
+    journal_dir: str | None = None  # local journal of answered requests until the ledger has them (and replay)
+    replica: str | None = None  # this replica's name in shared state (default: host-pid)
+    drift_poll_s: float = 1.0  # how often a replica on a shared ledger reads the rollbacks others decided
+
+    def replica_name(self) -> str:
+        if self.replica:
+            return self.replica
+        import socket
+
+        return f"{socket.gethostname()}-{os.getpid()}"
+
+    def shared_state(self) -> tuple[Any, Any]:
+        """(SharedBudget, SharedDriftState) on the ledger's database when replicas can share it (PostgreSQL);
+        (None, None) for an embedded SQLite ledger or none."""
+        from parity.ledger.schema import create_engine, is_shared
+
+        if not is_shared(self.ledger_url):
+            return None, None
+        from parity.ledger.budget import SharedBudget
+        from parity.ledger.state import SharedDriftState
+
+        assert self.ledger_url is not None
+        engine = create_engine(self.ledger_url)
+        name = self.replica_name()
+        return SharedBudget(self.ledger_url, replica=name, engine=engine), \
+            SharedDriftState(self.ledger_url, replica=name, engine=engine)
 
     def resolved_upstream_key(self) -> str | None:
         """The key the gateway sends upstream (never a client's gateway key)."""

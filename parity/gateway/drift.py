@@ -396,6 +396,11 @@ class DriftMonitor:
             "judged": self.judged,
             "segments": self._segment.index,
         }
+        self.roll_back(reason, evidence)
+
+    def roll_back(self, reason: str, evidence: dict[str, Any]) -> None:
+        """Send the task to its baseline from now on (persisted; told to `on_rollback`, which shares it with the
+        other replicas when they share a ledger)."""
         self._rollback = {"task": self.task, "rolled_back_at": format_time(datetime.now(timezone.utc)),
                           "reason": reason, "evidence": evidence}
         log.warning("task %s rolled back to the baseline: %s", self.task, reason)
@@ -405,6 +410,16 @@ class DriftMonitor:
                 self.on_rollback(self.task, reason, evidence)
             except Exception:
                 log.exception("on_rollback for task %s failed (the rollback itself stands)", self.task)
+
+    def adopt(self, rollback: dict[str, Any]) -> bool:
+        """Obey a rollback another replica decided (shared drift state): the task goes to the baseline here too.
+        Returns whether this changed anything."""
+        if self._rollback is not None:
+            return False
+        self._rollback = {**rollback, "task": self.task, "adopted": True}
+        log.warning("task %s rolled back to the baseline by another replica: %s", self.task, rollback.get("reason"))
+        self._save_state()
+        return True
 
     def reset(self) -> None:
         """Route again after a new proof: clear the rollback and start a fresh e-process."""

@@ -9,6 +9,7 @@ every watched task's `status()`.
 from __future__ import annotations
 
 import contextlib
+import threading
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -41,7 +42,13 @@ class DriftWatch:
     keywords (via, batch_size, ...); with a `state_dir`, each task's rollback is kept in drift-<task>.json there."""
 
     def __init__(self, upstream: Upstream, recorder: GatewayRecorder, metrics: GatewayMetrics, *,
-                 seed: int | None = None, options: Mapping[str, Any] | None = None, state_dir: str | None = None):
+                 seed: int | None = None, options: Mapping[str, Any] | None = None, state_dir: str | None = None,
+                 shared: Any = None, poll_s: float = 1.0):
+        self.shared = shared  # a parity.ledger.state.SharedDriftState: rollbacks seen and obeyed by every replica
+        self.poll_s = poll_s
+        self._shared_rollbacks: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
         self.upstream = upstream
         self.recorder = recorder
         self.metrics = metrics
@@ -76,6 +83,7 @@ class DriftWatch:
                 **options,
             )
             self._monitors[policy.task] = monitor
+            self._adopt(monitor)
             self.metrics.rolled_back.labels(policy.task).set(1 if monitor.rolled_back(policy.task) else 0)
         return monitor
 
@@ -100,6 +108,57 @@ class DriftWatch:
     def _on_rollback(self, task: str, reason: str, evidence: dict[str, Any]) -> None:
         self.metrics.rolled_back.labels(task).set(1)
         log.warning("task %s rolled back to its baseline by drift monitoring: %s", task, reason)
+        monitor = self._monitors.get(task)
+        if self.shared is not None and monitor is not None:
+            rollback = {"task": task, "reason": reason, "evidence": evidence,
+                        "certificate": _certificate_id(monitor.policy)}
+            threading.Thread(target=self._publish, args=(task, rollback), daemon=True).start()
+
+    # ---- shared drift state (replicas on one database) ---------------------------------------------------------
+
+    def _publish(self, task: str, rollback: dict[str, Any]) -> None:
+        for attempt in range(5):
+            try:
+                self.shared.publish(task, rollback)
+                return
+            except Exception:
+                log.exception("could not share the rollback of task %s (attempt %d)", task, attempt + 1)
+                self._stop.wait(1.0)
+
+    def _adopt(self, monitor: DriftMonitor) -> None:
+        """Obey a rollback another replica shared for this monitor's task, under the same certificate."""
+        rollback = self._shared_rollbacks.get(monitor.task)
+        if rollback is None or rollback.get("certificate") != _certificate_id(monitor.policy):
+            return
+        if monitor.adopt(rollback):
+            self.metrics.rolled_back.labels(monitor.task).set(1)
+
+    def poll(self) -> None:
+        """Read the shared rollbacks once and obey them (the poller thread calls this every `poll_s`)."""
+        if self.shared is None:
+            return
+        self._shared_rollbacks = self.shared.rolled_back()
+        for monitor in list(self._monitors.values()):
+            self._adopt(monitor)
+
+    def start(self) -> None:
+        """Start polling the shared drift state (no-op without one)."""
+        if self.shared is None or self._poller is not None:
+            return
+        try:
+            self.poll()
+        except Exception:
+            log.exception("reading the shared drift state failed; retrying in the background")
+
+        def loop() -> None:
+            while not self._stop.wait(self.poll_s):
+                try:
+                    self.poll()
+                except Exception:
+                    log.exception("reading the shared drift state failed")
+
+        self._poller = threading.Thread(target=loop, name="parity-drift-poll", daemon=True)
+        self._poller.start()
 
     def _record(self, policy: TaskPolicy, params: dict[str, Any], message: dict[str, Any], purpose: str,
                 batch: bool) -> None:
@@ -125,7 +184,8 @@ class DriftWatch:
         return [Route("/v1/parity/drift", drift, methods=["GET"])]
 
     async def aclose(self) -> None:
-        """Stop every monitor's worker."""
+        """Stop every monitor's worker (and the shared-state poller)."""
+        self._stop.set()
         for monitor in self._monitors.values():
             with contextlib.suppress(Exception):
                 await monitor.aclose()

@@ -11,6 +11,7 @@ File format (JSON): {"version": 1, "keys": [{"id", "name", "salt", "hash", "crea
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -20,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,10 @@ class KeyStore:
 
     # ---- the gateway -----------------------------------------------------------------------------------------
 
+    def get(self, key_id: str) -> GatewayKey | None:
+        """The stored record of a key id (active or not), else None."""
+        return self._keys.get(key_id)
+
     def authenticate(self, presented: str | None) -> GatewayKey | None:
         """The active key record for a presented key string, else None (constant-time hash comparison)."""
         if not presented:
@@ -195,31 +201,165 @@ class KeyStore:
         return key
 
 
-class KeyLimits:
-    """Per-key spend (exact USD, fed from the ledger's costs) and a per-key token bucket of requests per minute."""
+# ---- budgets: the worst case is reserved before a request is sent, the real charge settles it -------------------
 
-    def __init__(self, spent: dict[str, Decimal] | None = None, clock: Any = time.monotonic):
+#: Seconds after which a reservation whose request never reported back stops counting (longer than any request).
+RESERVATION_TTL_S = 900.0
+
+#: Tokens added to a prompt's byte count for what the API adds itself (tool-use system prompt, message framing).
+PROMPT_OVERHEAD_TOKENS = 1000
+
+
+@lru_cache(maxsize=1)
+def _ceiling() -> tuple[Decimal, Decimal]:
+    """The highest input-side and output rate (USD per MTok) of any model, band, speed and region in the table:
+    what a model the table cannot price is charged at."""
+    from parity import pricing
+
+    table = pricing.default_table()
+    top_in, top_out = Decimal(0), Decimal(0)
+    for model in table.models():
+        for row in table.rows(model):
+            geo = max([Decimal(1), *(row.inference_geo or {}).values()])
+            bands = [row.rates, row.fast, row.long_prompt.rates if row.long_prompt else None]
+            for rates in filter(None, bands):
+                top_in = max(top_in, geo * max(rates.input, rates.cache_write_5m, rates.cache_write_1h))
+                top_out = max(top_out, geo * rates.output)
+    return top_in, top_out
+
+
+def _model_ceiling(model: Any) -> tuple[Decimal, Decimal]:
+    """The highest input-side and output rate a request to `model` can be billed at (the table's ceiling when
+    the model has no price)."""
+    from parity import pricing
+
+    if not isinstance(model, str):
+        return _ceiling()
+    try:
+        rows = pricing.default_table().rows(model)
+    except Exception:
+        return _ceiling()
+    top_in, top_out = Decimal(0), Decimal(0)
+    for row in rows:
+        geo = max([Decimal(1), *(row.inference_geo or {}).values()])
+        for rates in filter(None, [row.rates, row.fast, row.long_prompt.rates if row.long_prompt else None]):
+            top_in = max(top_in, geo * max(rates.input, rates.cache_write_5m, rates.cache_write_1h))
+            top_out = max(top_out, geo * rates.output)
+    return top_in, top_out
+
+
+def worst_case_cost(body: Any, body_bytes: int, *, calls: int = 1) -> Decimal:
+    """An upper bound on what one request can cost: every byte of it a prompt token at the model's highest
+    input-side rate, plus `max_tokens` at its highest output rate; `calls` answers (a routed candidate and its
+    baseline fallback) each at the dearer model's rates."""
+    body = body if isinstance(body, dict) else {}
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+        max_tokens = 0  # the API refuses it; nothing will be generated
+    rate_in, rate_out = _model_ceiling(body.get("model"))
+    one = (Decimal(body_bytes + PROMPT_OVERHEAD_TOKENS) * rate_in + Decimal(max_tokens) * rate_out).scaleb(-6)
+    return one * calls
+
+
+def conservative_cost(usage: Any, *, batch: bool = False) -> Decimal | None:
+    """What a key is charged for an answer from a model the price table cannot price: its usage at the table's
+    highest rates (never free). None when there is no usage to count."""
+    if not isinstance(usage, dict):
+        return None
+    rate_in, rate_out = _ceiling()
+
+    def count(name: str) -> int:
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    prompt = count("input_tokens") + count("cache_read_input_tokens") + count("cache_creation_input_tokens")
+    total = (Decimal(prompt) * rate_in + Decimal(count("output_tokens")) * rate_out).scaleb(-6)
+    return total / 2 if batch else total
+
+
+def _over_budget(key: GatewayKey, spent: Decimal) -> APIError:
+    return APIError(
+        400,
+        f"You have reached your specified API usage limits: gateway key {key.name!r} ({key.id}) has spent "
+        f"${spent} of its ${key.budget} budget (requests in flight included); raise it or create another key",
+    )
+
+
+class KeyLimits:
+    """Per-key spend (exact USD, fed from the ledger's costs), the worst case of each request in flight, and a
+    per-key token bucket of requests per minute.
+
+    With `shared` (a `parity.ledger.budget.SharedBudget` on the replicas' PostgreSQL), budget admission is decided
+    in the database, so one key's budget holds across every replica; otherwise in this process."""
+
+    def __init__(self, spent: dict[str, Decimal] | None = None, clock: Any = time.monotonic, *,
+                 shared: Any = None):
         self._spent: dict[str, Decimal] = dict(spent or {})
+        self._reserved: dict[str, tuple[str, Decimal, float]] = {}  # request id -> (key id, worst case, when)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._clock = clock
         self._lock = threading.Lock()
+        self.shared = shared
 
     def spent(self, key_id: str) -> Decimal:
         return self._spent.get(key_id, Decimal(0))
+
+    def reserved(self, key_id: str) -> Decimal:
+        with self._lock:
+            return self._held(key_id)
+
+    def _held(self, key_id: str) -> Decimal:
+        """Live reservations of a key (lock held); one whose request never reported back expires after
+        RESERVATION_TTL_S, so a bug on one request cannot block a key for good."""
+        now = self._clock()
+        stale = [r for r, (_, _, at) in self._reserved.items() if now - at > RESERVATION_TTL_S]
+        for request_id in stale:
+            del self._reserved[request_id]
+        return sum((a for k, a, _ in self._reserved.values() if k == key_id), Decimal(0))
 
     def charge(self, key_id: str, amount: Decimal) -> None:
         with self._lock:
             self._spent[key_id] = self._spent.get(key_id, Decimal(0)) + amount
 
+    def reserve(self, key: GatewayKey, request_id: str, amount: Decimal) -> APIError | None:
+        """Hold `amount` (the request's worst case) against the key's budget before the request is sent; refuse
+        when charged + held already reach the budget. Blocking when shared (call it off the event loop)."""
+        budget = key.budget
+        if budget is None:
+            return None
+        if self.shared is not None:
+            from parity.ledger.budget import BudgetExceeded
+
+            try:
+                self.shared.reserve(key.id, budget, request_id, amount)
+            except BudgetExceeded as exc:
+                return _over_budget(key, exc.spent)
+            except Exception as exc:  # the budget cannot be checked: refuse rather than spend unchecked
+                return APIError(503, f"The gateway cannot reach its shared ledger to check key {key.id}'s budget "
+                                     f"({type(exc).__name__}); retry shortly", type="api_error")
+            with self._lock:
+                self._reserved[request_id] = (key.id, amount, self._clock())
+            return None
+        with self._lock:
+            spent = self._spent.get(key.id, Decimal(0)) + self._held(key.id)
+            if spent >= budget:
+                return _over_budget(key, spent)
+            self._reserved[request_id] = (key.id, amount, self._clock())
+        return None
+
+    def settle(self, key_id: str, request_id: str | None, charged: Decimal | None) -> bool:
+        """Charge a recorded answer; when it is the request's final answer (`request_id`), drop its reservation.
+        Returns whether a reservation was held for it."""
+        with self._lock:
+            if charged:
+                self._spent[key_id] = self._spent.get(key_id, Decimal(0)) + charged
+            return request_id is not None and self._reserved.pop(request_id, None) is not None
+
     def admit(self, key: GatewayKey) -> APIError | None:
         """None if `key` may make a request now; else the API error to answer with (budget: 400, rate: 429)."""
         budget = key.budget
-        if budget is not None and self.spent(key.id) >= budget:
-            return APIError(
-                400,
-                f"You have reached your specified API usage limits: gateway key {key.name!r} ({key.id}) has spent "
-                f"${self.spent(key.id)} of its ${budget} budget; raise it or create another key",
-            )
+        if budget is not None and self.shared is None and self.spent(key.id) + self.reserved(key.id) >= budget:
+            return _over_budget(key, self.spent(key.id) + self.reserved(key.id))
         if key.rate_limit_rpm:
             rate = key.rate_limit_rpm / 60.0
             now = self._clock()
@@ -258,6 +398,20 @@ class KeyCheck:
             return None, _unauthorized()
         return key.id, self.limits.admit(key)
 
+    async def reserve(self, key_id: str | None, request_id: str, body: Any, body_bytes: int, *,
+                      routed: bool = False) -> APIError | None:
+        """Hold the request's worst case against its key's budget before it is sent (both answers when it is
+        routed: a candidate that fails the contract is paid for, and so is the baseline that replaces it)."""
+        if key_id is None or self.store is None:
+            return None
+        key = self.store.get(key_id)
+        if key is None or key.budget is None:
+            return None
+        amount = worst_case_cost(body, body_bytes, calls=2 if routed else 1)
+        if self.limits.shared is not None:
+            return await asyncio.to_thread(self.limits.reserve, key, request_id, amount)
+        return self.limits.reserve(key, request_id, amount)
+
     def identify(self, request: Request) -> tuple[str | None, APIError | None]:
         """A request to the gateway's own endpoints: only the key (reading a deferred answer already paid for, or
         drift status, costs nothing)."""
@@ -283,7 +437,8 @@ def spent_by_key(ledger_url: str) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = {}
     try:
         with engine.connect() as conn:
-            query = sa.select(exchanges.c.key_id, exchanges.c.cost_usd).where(exchanges.c.key_id.is_not(None))
+            amount = sa.func.coalesce(exchanges.c.charged_usd, exchanges.c.cost_usd)
+            query = sa.select(exchanges.c.key_id, amount).where(exchanges.c.key_id.is_not(None))
             for key_id, cost in conn.execute(query):
                 if cost:
                     totals[key_id] = totals.get(key_id, Decimal(0)) + Decimal(cost)

@@ -21,6 +21,7 @@ from parity.api.body import read_body, parse_json_body
 from parity.api.errors import APIError
 from parity.api.ids import request_id as new_request_id
 from parity.gateway.cachefix import CacheHygiene
+from parity.policy import CACHE_FIX_TAG
 from parity.gateway.deferral import DeferralQueue
 from parity.gateway.keys import KeyCheck
 from parity.gateway.recorder import GatewayRecorder, Record
@@ -74,14 +75,20 @@ class MessagesEndpoint:
             metadata = {k: v for k, v in body["metadata"].items() if k not in ident.strip_keys}
             body = {**body, "metadata": metadata} if metadata else {k: v for k, v in body.items() if k != "metadata"}
             raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        tags = {"gateway_request_id": request_id}
         if ident.policy is not None:
-            fixed = self.hygiene(body, ident.policy)
+            fixed, applied = self.hygiene.applied(body, ident.policy)
             if fixed is not body:
                 body, raw = fixed, json.dumps(fixed, separators=(",", ":"), ensure_ascii=False).encode()
+            if applied:
+                tags[CACHE_FIX_TAG] = ",".join(applied)  # the ledger says which plan fix touched this request
+        routed = ident.policy is not None and ident.policy.mode == "route" and bool(ident.policy.candidate_model)
+        denied = await self.keys.reserve(key_id, request_id, body, len(raw), routed=routed)  # worst case held first
+        if denied is not None:
+            return self.refuse(denied, request_id, "messages", t0)
         call = Call(
             request_id=request_id, started_at=started_at, t0=t0, headers=request.headers.raw, body=body, raw=raw,
-            stream=body.get("stream") is True, ident=ident, key_id=key_id,
-            tags={"gateway_request_id": request_id},
+            stream=body.get("stream") is True, ident=ident, key_id=key_id, tags=tags,
         )
         if request.headers.get(DEFER_HEADER, "").strip().lower() == "true":
             return await self._defer(call)
@@ -129,4 +136,4 @@ def nested_deeper_than(raw: bytes, value: Any, limit: int) -> bool:
     return False
 
 
-__all__ = ["DEFER_HEADER", "MAX_JSON_DEPTH", "MessagesEndpoint", "nested_deeper_than"]
+__all__ = ["CACHE_FIX_TAG", "DEFER_HEADER", "MAX_JSON_DEPTH", "MessagesEndpoint", "nested_deeper_than"]

@@ -24,9 +24,10 @@ from typing import Any
 
 from parity import pricing
 from parity.exchange import Exchange
-from parity.gateway.keys import KeyLimits
+from parity.gateway.keys import KeyLimits, conservative_cost
 from parity.gateway.metrics import GatewayMetrics
 from parity.gateway.streaming import StreamOutcome, parse_outcome
+from parity.ledger.journal import Journal, orphans
 from parity.ledger.writer import LedgerEntry, LedgerWriter
 
 log = logging.getLogger("parity.gateway")
@@ -58,6 +59,7 @@ class Record:
     counted: bool = True
     ledger: bool = True
     batch: bool = False
+    record_id: str | None = None  # set by the journal: the ledger row's unique id
 
 
 def outcome_of(status: int, error: dict[str, Any] | None, gateway_error: bool = False) -> str:
@@ -82,7 +84,11 @@ class GatewayRecorder:
         redact: bool = False,
         scrub: Callable[[str], str] = lambda s: s,
         span_hook: Callable[[Exchange, Any], None] | None = None,
+        journal: Journal | None = None,
     ):
+        self.journal = journal if ledger is not None else None
+        if self.journal is not None and ledger is not None:
+            ledger.on_committed = self.journal.committed
         self.metrics = metrics
         self.limits = limits
         self.ledger = ledger
@@ -98,6 +104,12 @@ class GatewayRecorder:
 
     def record(self, record: Record) -> None:
         """Queue one record; returns at once. On an event loop the hand-over waits for the loop's next step."""
+        if self.journal is not None and record.ledger and record.record_id is None:
+            record.record_id = self.journal.new_id()
+            try:  # before the answer goes out: a replica killed now still has it on disk for the ledger
+                self.journal.append(record.record_id, _payload(record))
+            except Exception:
+                log.exception("journal write failed; the record still goes to the ledger")
         with self._idle:
             self._pending += 1
         try:
@@ -116,7 +128,34 @@ class GatewayRecorder:
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
         if self.ledger is not None:
+            self.ledger.flush(30.0)
+            failed = self.ledger.failed
             self.ledger.close()
+            if self.journal is not None:  # kept on disk when the ledger refused something: replayed next start
+                self.journal.close(remove=failed == 0)
+
+    def replay(self, directory: str) -> int:
+        """Write to the ledger what dead replicas' journals in `directory` hold (rows it already has are skipped);
+        delete each journal once its rows are committed. Returns the number of records replayed."""
+        if self.ledger is None:
+            return 0
+        replayed = 0
+        for path, records in orphans(directory):
+            before = self.ledger.failed
+            for record_id, payload in records:
+                try:
+                    self._process(_from_payload(record_id, payload), replay=True)
+                    replayed += 1
+                except Exception:
+                    self.failed += 1
+                    log.exception("journal %s: record %s could not be replayed", path, record_id)
+            if self.ledger.flush(60.0) and self.ledger.failed == before:
+                path.unlink(missing_ok=True)
+            else:
+                log.warning("journal %s not fully written to the ledger; kept for the next start", path)
+        if replayed:
+            log.warning("replayed %d journaled record(s) into the ledger", replayed)
+        return replayed
 
     def _run(self) -> None:
         while True:
@@ -136,7 +175,7 @@ class GatewayRecorder:
                         if self._pending == 0:
                             self._idle.notify_all()
 
-    def _process(self, rec: Record) -> None:
+    def _process(self, rec: Record, replay: bool = False) -> None:
         message, error = rec.message, rec.error
         if rec.stream is not None:
             message, stream_error = parse_outcome(rec.stream)
@@ -151,13 +190,24 @@ class GatewayRecorder:
                 note = f"not priced: {exc}"
                 reason = f"{reason}; {note}" if reason else note
         total = cost.total if cost is not None else None
+        charged = total
+        if charged is None and rec.key_id is not None and isinstance(usage, dict):
+            charged = conservative_cost(usage, batch=rec.batch)  # an unpriced model is never free to a key
+            if charged is not None:
+                note = f"key charged ${charged} (the price table's highest rates)"
+                reason = f"{reason}; {note}" if reason else note
         if rec.counted:
             self.metrics.request(rec.endpoint, rec.route, rec.task_label, outcome_of(rec.status, error), rec.duration_s)
         if total is not None:
             self.metrics.spend(rec.task_label, rec.route, message.get("model", ""), total)
-            if rec.key_id is not None:
-                self.limits.charge(rec.key_id, total)
+        settles = None
+        if rec.key_id is not None:
+            final = rec.tags.get("gateway_request_id") if rec.counted else None  # the answer the client got
+            if self.limits.settle(rec.key_id, final, charged) or (replay and final):
+                settles = final
         if not rec.ledger:
+            if settles is not None and self.ledger is not None:
+                self.ledger.settle(settles)
             return
         if error is not None:
             error = json.loads(self.scrub(json.dumps(error)))
@@ -187,8 +237,33 @@ class GatewayRecorder:
                 log.exception("OTel span hook failed")
         if self.ledger is not None:
             self.ledger.write(
-                LedgerEntry(exchange, cost_usd=total, reason=reason, key_id=rec.key_id, status_code=rec.status)
+                LedgerEntry(exchange, cost_usd=total, reason=reason, key_id=rec.key_id, status_code=rec.status,
+                            record_id=rec.record_id, charged_usd=charged, settles=settles)
             )
+
+
+# ---- the journal's form of a record --------------------------------------------------------------------------------
+
+
+def _payload(rec: Record) -> dict[str, Any]:
+    """A record as JSON-able data (the stream's bytes as latin-1 text, which round-trips every byte)."""
+    out = {name: getattr(rec, name) for name in Record.__dataclass_fields__ if name not in ("stream", "record_id")}
+    if rec.stream is not None:
+        out["stream"] = {"raw": rec.stream.raw.decode("latin-1"), "failure": rec.stream.failure,
+                         "detail": rec.stream.detail}
+    return out
+
+
+def _from_payload(record_id: str, payload: dict[str, Any]) -> Record:
+    data = dict(payload)
+    stream = data.pop("stream", None)
+    data["started_at"] = datetime.fromisoformat(data["started_at"])
+    known = set(Record.__dataclass_fields__)
+    rec = Record(**{k: v for k, v in data.items() if k in known})
+    if stream is not None:
+        rec.stream = StreamOutcome(stream["raw"].encode("latin-1"), stream.get("failure"), stream.get("detail", ""))
+    rec.record_id = record_id
+    return rec
 
 
 # ---- redaction -------------------------------------------------------------------------------------------------

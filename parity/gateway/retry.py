@@ -8,8 +8,9 @@ HTTP date), else `min(base * 2**n, cap)` with up to 25% jitter. One rule is adde
 client (or its SDK) decides.
 
 `CircuitBreaker` keeps one breaker per model: after `threshold` consecutive failures (5xx, 529, timeouts, cut
-streams, unreachable upstream; never 4xx) the model is "open" for `cooldown_s`: calls to it fail fast (a routed
-task goes straight to its baseline). Then one probe is let through ("half-open"); its success closes the breaker.
+streams, unreachable upstream; never 4xx) the model is "open" for `cooldown_s`: calls that have an alternative skip it (a routed
+task goes straight to its baseline, a shadow copy is not made); a call with no alternative (passthrough, the
+baseline itself) is never failed by the breaker: it goes upstream with its retries. Then one probe is let through ("half-open"); its success closes the breaker.
 """
 
 from __future__ import annotations

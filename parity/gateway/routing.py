@@ -340,7 +340,7 @@ class MessageRouter:
         try:
             answer = await self.upstream.send(
                 "POST", "/v1/messages", headers=self.upstream.headers(call.headers), content=content, model=candidate,
-                stream=call.stream, expect_json=not call.stream, retries=False, timeout=timeout,
+                stream=call.stream, expect_json=not call.stream, retries=False, timeout=timeout, optional=True,
             )
         except UpstreamFailure as failure:
             code = f"candidate_{failure.kind}"
@@ -411,7 +411,7 @@ class MessageRouter:
             answer = await self.upstream.send(
                 "POST", "/v1/messages", headers=self.upstream.headers(_without_faults(call.headers)),
                 content=json.dumps(routed, separators=(",", ":")).encode(), model=policy.candidate_model,
-                retries=False, timeout=timeout,
+                retries=False, timeout=timeout, optional=True,
             )
         except UpstreamFailure as failure:
             error = failure.api_error()

@@ -223,14 +223,20 @@ class Upstream:
         expect_json: bool = True,
         retries: bool = True,
         timeout: httpx2.Timeout | None = None,
+        optional: bool = False,
     ) -> Answer:
         """One upstream call, retried per the policy. Returns the final HTTP answer (2xx or not); raises
-        UpstreamFailure when there was none. `stream`: a 2xx answer comes back open (caller closes it)."""
+        UpstreamFailure when there was none. `stream`: a 2xx answer comes back open (caller closes it).
+
+        `model`'s breaker is told every outcome, but only an `optional` call (one with an alternative: a routed
+        candidate, which has its baseline; a shadow copy) is refused by an open breaker. A call with no
+        alternative always goes upstream, with its retries: failing it fast would fail the client for a fault
+        the gateway only suspects (and a malformed request the upstream would refuse with a 400 would get 529)."""
         url = self.url(path, query)
         taken = 0
         notes: list[str] = []
         while True:
-            if model is not None and not self.breaker.allow(model):
+            if optional and model is not None and not self.breaker.allow(model):
                 raise UpstreamFailure(
                     "circuit_open", f"model {model} failed repeatedly", retries=taken,
                     retry_after_s=self.breaker.retry_after(model),

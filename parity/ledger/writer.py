@@ -6,12 +6,15 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
+
 from parity.exchange import Exchange, format_time
-from parity.ledger.schema import create_engine, exchanges, ledger_url
+from parity.ledger.schema import create_engine, exchanges, key_reservations, ledger_url
 from parity.task import named_task
 
 log = logging.getLogger("parity.ledger")
@@ -28,6 +31,16 @@ class LedgerEntry:
     reason: str | None = None
     key_id: str | None = None
     status_code: int | None = None
+    record_id: str | None = None  # unique: a journal replay never writes the row twice
+    charged_usd: Decimal | None = None  # what the key was charged (the cost, or a ceiling for an unpriced model)
+    settles: str | None = None  # the request whose budget reservation this row replaces (deleted with the insert)
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Only delete a request's budget reservation (a request that wrote no row, e.g. one deferred)."""
+
+    request_id: str
 
 
 def _text(value: Any) -> str | None:
@@ -67,15 +80,31 @@ def _row(entry: LedgerEntry) -> dict[str, Any]:
         "reason": entry.reason,
         "key_id": entry.key_id,
         "exchange_json": ex.to_json(),
+        "record_id": entry.record_id,
+        "charged_usd": None if entry.charged_usd is None else str(entry.charged_usd),
     }
+
+
+def _insert_statement(engine: sa.Engine) -> Any:
+    """INSERT that skips a row whose record_id is already there (a replayed journal entry)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - other databases: a plain insert (the unique index still refuses a duplicate)
+        return exchanges.insert()
+    return insert(exchanges).on_conflict_do_nothing(index_elements=["record_id"])
 
 
 class LedgerWriter:
     """A durable, non-blocking ledger: `write` only enqueues; a worker thread inserts in small transactions."""
 
-    def __init__(self, url: str, *, batch_size: int = 256):
+    def __init__(self, url: str, *, batch_size: int = 256,
+                 on_committed: Callable[[list[str]], None] | None = None):
         self.url = ledger_url(url)
         self.engine = create_engine(self.url)
+        self._statement = _insert_statement(self.engine)
+        self.on_committed = on_committed  # told the record ids of each committed batch (the journal trims)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._batch_size = batch_size
         self._written = 0
@@ -93,6 +122,11 @@ class LedgerWriter:
     def failed(self) -> int:
         return self._failed
 
+    def settle(self, request_id: str) -> None:
+        """Queue the deletion of a request's budget reservation (in order with the rows written before it)."""
+        self._idle.clear()
+        self._queue.put(Settle(request_id))
+
     def write(self, entry: LedgerEntry) -> None:
         """Queue one entry; returns at once."""
         self._idle.clear()
@@ -108,12 +142,31 @@ class LedgerWriter:
         self._thread.join(timeout=30)
         self.engine.dispose()
 
-    def _insert(self, entries: list[LedgerEntry]) -> None:
+    def write_now(self, entries: list[LedgerEntry]) -> None:
+        """Insert at once on the calling thread (journal replay at start); raises when the database refuses."""
+        self._transaction(entries)
+
+    def _transaction(self, entries: list[Any]) -> None:
+        rows = [_row(e) for e in entries if isinstance(e, LedgerEntry)]
+        settled = [e.settles if isinstance(e, LedgerEntry) else e.request_id for e in entries]
+        settled = [s for s in settled if s]
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(self._statement, rows)
+            if settled:  # the answer's charge is in; its reservation goes in the same transaction
+                conn.execute(key_reservations.delete().where(key_reservations.c.request_id.in_(settled)))
+        ids = [e.record_id for e in entries if isinstance(e, LedgerEntry) and e.record_id]
+        if ids and self.on_committed is not None:
+            try:
+                self.on_committed(ids)
+            except Exception:
+                log.exception("ledger commit callback failed")
+
+    def _insert(self, entries: list[Any]) -> None:
         """One transaction for the batch; if it fails, row by row, so one bad row never loses the others."""
         try:
-            with self.engine.begin() as conn:
-                conn.execute(exchanges.insert(), [_row(e) for e in entries])
-            self._written += len(entries)
+            self._transaction(entries)
+            self._written += sum(isinstance(e, LedgerEntry) for e in entries)
             return
         except Exception:  # the ledger must never take the gateway down; retry one by one, count and log
             if len(entries) == 1:

@@ -1,8 +1,17 @@
 """Readers: every source of logs yields the same (location, Exchange | Rejected) pairs.
 
-`read_exchanges(source)` picks the reader: a database URL (`sqlite:///...`, `postgresql://...`) is the ledger;
-a file whose first record holds `resourceSpans` (or a pretty-printed export naming it) is an OTLP JSON trace export;
-anything else is Exchange JSONL. Pass `format=` to choose explicitly.
+`read_exchanges(source)` picks the reader from `detect_format`, the one place a log's format is judged:
+
+* `ledger`: a database URL (`sqlite:///...`, `postgresql://...`);
+* `otlp`: OTLP JSON trace export (`resourceSpans`), one document or one per line;
+* `litellm`: LiteLLM spend logs, a CSV export of `LiteLLM_SpendLogs` or `/spend/logs` JSON rows;
+* `langfuse`: a Langfuse observations export (JSONL, CSV or a JSON array);
+* `helicone`: a Helicone export (`npx @helicone/export`, JSONL or a JSON array);
+* `anthropic-usage`: Admin API `usage_report/messages` pages;
+* `anthropic-cost`: Admin API `cost_report` pages (no token counts: for `parity reconcile`, not the audit);
+* `jsonl`: Parity's Exchange JSONL (anything else, whose bad lines the reader reports).
+
+Pass `format=` to choose explicitly.
 """
 
 from __future__ import annotations
@@ -10,19 +19,26 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from parity.errors import InputError
 from parity.exchange import Exchange, Rejected, read_jsonl
+from parity.readers.anthropic_admin import COST_FORMAT, USAGE_FORMAT, page_kind, read_usage_report
+from parity.readers.common import csv_header
+from parity.readers.helicone import is_helicone_row, read_helicone
+from parity.readers.langfuse import is_langfuse_row, read_langfuse
+from parity.readers.litellm import is_litellm_row, read_litellm
 from parity.readers.otel import read_otlp
 
-Format = Literal["auto", "jsonl", "otlp", "ledger"]
-FORMATS: tuple[str, ...] = ("auto", "jsonl", "otlp", "ledger")
+Format = Literal["auto", "jsonl", "otlp", "ledger", "litellm", "langfuse", "helicone", "anthropic-usage",
+                 "anthropic-cost"]
+FORMATS: tuple[str, ...] = ("auto", "jsonl", "otlp", "ledger", "litellm", "langfuse", "helicone", USAGE_FORMAT,
+                            COST_FORMAT)
 
 __all__ = ["FORMATS", "Format", "detect_format", "is_otlp_document", "read_exchanges", "read_otlp"]
 
 
-HEAD_BYTES = 4096
+HEAD_BYTES = 65536
 """How much of a file format detection reads: enough for the first record's opening, however long the record."""
 
 
@@ -33,40 +49,90 @@ def is_otlp_document(value: object) -> bool:
 
 
 def detect_format(source: str | Path) -> str:
-    """'ledger', 'otlp' or 'jsonl' for a source: the one place a log's format is judged.
+    """The format of a source (one of FORMATS but 'auto'): the one place a log's format is judged.
 
-    A URL (`sqlite:///...`, `postgresql://...`) is the ledger. Otherwise the first non-blank line decides: a JSON
-    object holding `resourceSpans` is OTLP, any other is Exchange JSONL. A first line that is not JSON on its own
-    (a pretty-printed document, or a record longer than the bytes read) is OTLP when the file's head names
-    `resourceSpans`, else JSONL whose bad line the reader reports.
+    A URL is the ledger. Otherwise the file's head decides: the first JSON record (a line, or the first element of
+    a JSON array) is classified by its keys; a CSV header by its column names; a pretty-printed document by the
+    names its head holds. What matches nothing is Exchange JSONL, whose reader reports each bad line.
     """
     text = str(source)
     if "://" in text:
         return "ledger"
     path = Path(source)
     if not path.is_file():
-        raise InputError("no such file (give an Exchange JSONL file, an OTLP JSON export or a ledger URL)", file=text)
+        raise InputError("no such file (give a log file or a ledger URL)", file=text)
     try:
         with open(path, "rb") as handle:
             head = handle.read(HEAD_BYTES)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", file=text) from None
-    first, newline, _ = head.lstrip().partition(b"\n")
+    body = head.lstrip().lstrip(b"\xef\xbb\xbf")
+    first, newline, _ = body.partition(b"\n")
     if not first.strip():
+        return "jsonl"
+    if not body.startswith((b"{", b"[")):
+        columns = set(csv_header(body))
+        if is_litellm_row(columns):
+            return "litellm"
+        if is_langfuse_row(columns):
+            return "langfuse"
         return "jsonl"
     try:
         record = json.loads(first) if newline or len(head) < HEAD_BYTES else None
     except ValueError:
         record = None
+    if record is None and len(head) < HEAD_BYTES:
+        try:
+            record = json.loads(head)
+        except ValueError:
+            record = None
     if record is not None:
-        return "otlp" if is_otlp_document(record) else "jsonl"
-    return "otlp" if b"resourceSpans" in head or b"resource_spans" in head else "jsonl"
+        return _classify(record)
+    return _classify_text(head)
 
 
-def read_exchanges(source: str | Path, *, format: Format = "auto") -> Iterator[tuple[int, Exchange | Rejected]]:
+def _classify(record: Any) -> str:
+    if is_otlp_document(record):
+        return "otlp"
+    kind = page_kind(record)
+    if kind is not None:
+        return kind
+    item = record[0] if isinstance(record, list) and record else record
+    if isinstance(item, dict):
+        if is_otlp_document(item):
+            return "otlp"
+        if is_litellm_row(item):
+            return "litellm"
+        if is_langfuse_row(item):
+            return "langfuse"
+        if is_helicone_row(item):
+            return "helicone"
+    return "jsonl"
+
+
+def _classify_text(head: bytes) -> str:
+    """A document too long for the bytes read: judged by the names its head holds."""
+    if b"resourceSpans" in head or b"resource_spans" in head:
+        return "otlp"
+    if b'"has_more"' in head or b'"results"' in head:
+        if b'"uncached_input_tokens"' in head:
+            return USAGE_FORMAT
+        if b'"amount"' in head and b'"token_type"' in head:
+            return COST_FORMAT
+    if b'"spend"' in head and b'"startTime"' in head:
+        return "litellm"
+    if b'"trace_id"' in head or b'"traceId"' in head:
+        if b"usage_details" in head or b"usageDetails" in head:
+            return "langfuse"
+    if b'"costUSD"' in head or b'"prompt_cache_read_tokens"' in head:
+        return "helicone"
+    return "jsonl"
+
+
+def read_exchanges(source: str | Path, *, format: Format | str = "auto") -> Iterator[tuple[int, Exchange | Rejected]]:
     """Yield (line or row, Exchange | Rejected) from any supported source; bad records never stop the read."""
     kind = detect_format(source) if format == "auto" else format
-    if kind not in FORMATS:
+    if kind not in FORMATS or kind == "auto":
         raise InputError(f"unknown log format {format!r}; use one of {', '.join(FORMATS)}", file=str(source))
     if kind == "ledger":
         from parity.ledger.reader import read_ledger  # SQLAlchemy (~0.5 s to import) only for a ledger URL
@@ -74,4 +140,16 @@ def read_exchanges(source: str | Path, *, format: Format = "auto") -> Iterator[t
         return read_ledger(str(source))
     if kind == "otlp":
         return read_otlp(source)
+    if kind == "litellm":
+        return read_litellm(source)
+    if kind == "langfuse":
+        return read_langfuse(source)
+    if kind == "helicone":
+        return read_helicone(source)
+    if kind == USAGE_FORMAT:
+        return read_usage_report(source)
+    if kind == COST_FORMAT:
+        raise InputError("this is an Anthropic cost report: it holds billed amounts, not token counts, so there is "
+                         "nothing to audit. Tie your logs out to it with `parity reconcile LOG... --cost-report "
+                         f"{source}`", file=str(source))
     return read_jsonl(source)

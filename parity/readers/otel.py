@@ -11,8 +11,14 @@ embeddings, other providers) are not LLM calls Parity can price and are skipped 
 
 Tokens: the GenAI conventions' Anthropic rule (reference landscape.md §5) says
 `gen_ai.usage.input_tokens = input_tokens + cache_read + cache_creation`, with cache read and creation
-(`gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_creation.input_tokens`, or the older
-`gen_ai.usage.cache_read_input_tokens` / `gen_ai.usage.cache_creation_input_tokens`) reported separately. Anthropic's
+(`gen_ai.usage.cache_read.input_tokens`, `gen_ai.usage.cache_creation.input_tokens` or its proposed rename
+`gen_ai.usage.cache_write.input_tokens`, the older `gen_ai.usage.cache_read_input_tokens` /
+`gen_ai.usage.cache_creation_input_tokens`, pydantic-ai's `gen_ai.usage.cache_read_tokens` / `cache_write_tokens`,
+OpenInference's `llm.token_count.prompt_details.cache_read` / `cache_write`: every alias in READ_ALIASES and
+WRITE_ALIASES) reported separately. No convention names the 1-hour share of the writes; the
+`...cache_creation.ephemeral_1h_input_tokens` attributes (Parity's gateway writes them) split it out when present,
+else writes are 5-minute writes. The emitter's own cost (`gen_ai.usage.cost`, `llm.cost.total`, ...) is kept in the
+tag `source.cost_usd`. Anthropic's
 own `usage.input_tokens` excludes cached tokens, so by default we subtract them back out. Some instrumentations
 report Anthropic's raw value instead; when the cache counts exceed `input_tokens` that must be so, and we take the
 value as raw. Force either reading with `input_includes_cache=True/False`. The rule applied is recorded in the tag
@@ -56,6 +62,37 @@ _STOP_REASONS = {
     "pause_turn": "pause_turn",
     "model_context_window_exceeded": "model_context_window_exceeded",
 }
+
+
+INPUT_ALIASES = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+"""Input tokens: the current name, OpenLLMetry/LiteLLM's older one, OpenInference's."""
+OUTPUT_ALIASES = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+READ_ALIASES = (
+    "gen_ai.usage.cache_read.input_tokens",  # semconv (v1.37+)
+    "gen_ai.usage.cache_read_input_tokens",  # legacy
+    "gen_ai.usage.cache_read_tokens",  # pydantic-ai / genai-prices
+    "gen_ai.usage.cached_input_tokens",
+    "llm.token_count.prompt_details.cache_read",  # OpenInference
+)
+WRITE_ALIASES = (
+    "gen_ai.usage.cache_creation.input_tokens",  # semconv (v1.37+)
+    "gen_ai.usage.cache_write.input_tokens",  # the proposed rename (semantic-conventions-genai, unreleased)
+    "gen_ai.usage.cache_creation_input_tokens",  # legacy
+    "gen_ai.usage.cache_write_tokens",  # pydantic-ai / genai-prices
+    "llm.token_count.prompt_details.cache_write",  # OpenInference
+)
+HOUR_ALIASES = (
+    "gen_ai.usage.cache_creation.ephemeral_1h_input_tokens",
+    "gen_ai.usage.cache_write.ephemeral_1h_input_tokens",
+    "parity.usage.cache_creation.ephemeral_1h_input_tokens",  # Parity's own gateway (no convention names a TTL)
+)
+FIVE_ALIASES = (
+    "gen_ai.usage.cache_creation.ephemeral_5m_input_tokens",
+    "gen_ai.usage.cache_write.ephemeral_5m_input_tokens",
+    "parity.usage.cache_creation.ephemeral_5m_input_tokens",
+)
+COST_ALIASES = ("parity.cost_usd", "gen_ai.usage.cost", "llm.cost.total", "gen_ai.cost.usd")
+"""The emitter's own cost of the call, kept beside Parity's (`source.cost_usd`)."""
 
 
 class SpanError(ValueError):
@@ -172,6 +209,12 @@ def span_to_exchange(span: Mapping[str, Any], resource: Mapping[str, Any] | None
 
     usage, rule = _usage(attrs, input_includes_cache)
     tags["otel.input_tokens"] = rule
+    for key in COST_ALIASES:
+        if attrs.get(key) not in (None, "") and not isinstance(attrs[key], bool):
+            tags["source.cost_usd"] = str(attrs[key]) if isinstance(attrs[key], str) else repr(attrs[key])
+            break
+    if not request["messages"]:
+        tags["source.bodies"] = "no"
     span_id = tags.get("otel.span_id", "")
     response: dict[str, Any] = {
         "id": _str(attrs, "gen_ai.response.id") or f"msg_otel_{span_id}",
@@ -183,7 +226,9 @@ def span_to_exchange(span: Mapping[str, Any], resource: Mapping[str, Any] | None
         "stop_sequence": None,
         "usage": usage,
     }
-    return Exchange(request=request, response=response, started_at=started_at, duration_ms=duration_ms, tags=tags)
+    batch = attrs.get("parity.batch") is True or usage.get("service_tier") == "batch"
+    return Exchange(request=request, response=response, started_at=started_at, duration_ms=duration_ms, tags=tags,
+                    batch=batch)
 
 
 # -- document walking ---------------------------------------------------------------------------------------
@@ -343,13 +388,21 @@ def _count(attrs: Mapping[str, Any], *keys: str) -> int | None:
 
 
 def _usage(attrs: Mapping[str, Any], input_includes_cache: bool | None) -> tuple[dict[str, Any], str]:
-    total_in = _count(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-    output = _count(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+    total_in = _count(attrs, *INPUT_ALIASES)
+    output = _count(attrs, *OUTPUT_ALIASES)
     if total_in is None or output is None:
         missing = "gen_ai.usage.input_tokens" if total_in is None else "gen_ai.usage.output_tokens"
         raise SpanError(f"no {missing}; the call cannot be priced")
-    read = _count(attrs, "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens") or 0
-    write = _count(attrs, "gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens") or 0
+    read = _count(attrs, *READ_ALIASES) or 0
+    write = _count(attrs, *WRITE_ALIASES) or 0
+    hour = _count(attrs, *HOUR_ALIASES)
+    five = _count(attrs, *FIVE_ALIASES)
+    if write == 0 and (hour or five):
+        write = (hour or 0) + (five or 0)
+    if hour is not None and hour > write:
+        raise SpanError(f"1-hour cache writes ({hour}) exceed all cache writes ({write})")
+    if hour is not None and five is not None and hour + five != write:
+        raise SpanError(f"cache writes split {five} 5m + {hour} 1h but {write} were written; they must agree")
     includes = input_includes_cache
     if includes is None:
         includes = read + write <= total_in
@@ -365,6 +418,8 @@ def _usage(attrs: Mapping[str, Any], input_includes_cache: bool | None) -> tuple
         "cache_read_input_tokens": read,
         "output_tokens": output,
     }
+    if hour is not None:
+        usage["cache_creation"] = {"ephemeral_5m_input_tokens": write - hour, "ephemeral_1h_input_tokens": hour}
     tier = _str(attrs, "gen_ai.response.service_tier") or _str(attrs, "anthropic.response.service_tier")
     if tier:
         usage["service_tier"] = tier

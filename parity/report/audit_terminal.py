@@ -17,7 +17,7 @@ from rich.table import Table
 from parity.report.tables import fit
 from parity.pricing import format_usd
 
-__all__ = ["LEVER_NAMES", "print_audit", "render_report"]
+__all__ = ["LEVER_NAMES", "print_audit", "render_report", "render_sources"]
 
 LEVER_NAMES = {"cost": "Cost", "tokens": "Tokens", "cache": "Cache", "batch": "Batch", "rightsize": "Right-size"}
 
@@ -148,6 +148,8 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
     for text in savings["assumptions"]:
         console.print(f"  [dim]- {escape(text)}[/]")
 
+    render_sources(data, console)
+
     if data["malformed"]:
         console.print(f"[yellow]Skipped {totals['malformed']:,} line(s):[/]")
         for m in data["malformed"][:top]:
@@ -156,6 +158,36 @@ def render_report(data: Mapping[str, Any], console: Console | None = None, *, to
             console.print(f"  … {totals['malformed'] - top:,} more in the JSON report")
 
 
+
+
+def render_sources(data: Mapping[str, Any], console: Console) -> None:
+    """Each input's cost by Parity beside the source's own, the bug pattern a difference matches, and what a
+    source without request bodies could not be audited for."""
+    sources = data.get("sources") or []
+    if not sources:
+        return
+    table = Table(title="Sources: Parity's cost beside the source's own", title_justify="left")
+    for col in ("source", "format", "records", "Parity", "source says", "difference", "why"):
+        table.add_column(col, justify="right" if col in ("records", "Parity", "source says", "difference") else "left",
+                         overflow="fold")
+    for s in sources:
+        if s["source_cost_usd"] is None:
+            why = "the source carries no cost"
+        elif s["agrees"]:
+            why = "[green]agrees[/]"
+        else:
+            why = escape(s["explanation"] or "")
+        table.add_row(escape(s["path"]), s["format"], f"{s['records']:,}", format_usd(s["cost_usd"]),
+                      format_usd(s["source_cost_usd"]), format_usd(s["difference_usd"]), why)
+        if len(s.get("models") or []) > 1 and s["source_cost_usd"] is not None:
+            for m in s["models"]:
+                table.add_row(f"  {m['model']}", "", f"{m['requests']:,}", format_usd(m["cost_usd"]),
+                              format_usd(m["source_cost_usd"]), "", "")
+    console.print(fit(table, console))
+    bodiless = [s for s in sources if s.get("needs_bodies")]
+    if bodiless:
+        console.print(f"[yellow]Cost-level audit only[/] for {escape(', '.join(s['path'] for s in bodiless))}: "
+                      "without request bodies these need them: " + "; ".join(bodiless[0]["needs_bodies"]) + ".")
 
 
 # --- the compact summary (the demo, notebooks) ---------------------------------------------------------------
