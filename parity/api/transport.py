@@ -181,12 +181,18 @@ class SyncASGITransport(httpx2.BaseTransport):
         except queue.Empty:
             close()
             raise httpx2.ReadTimeout("timed out waiting for the response", request=request) from None
-        if first[0] != "start":
-            close()
-            raise httpx2.RemoteProtocolError(_NO_RESPONSE, request=request)
-        _, status, headers = first
-        stream = _SyncBody(items, request, close, done=request.method == "HEAD")
-        return httpx2.Response(status, headers=headers, stream=stream, extensions={"http_version": b"HTTP/1.1"})
+        return _response(first, request, close, lambda: _SyncBody(items, request, close, done=request.method == "HEAD"))
+
+
+def _response(first: tuple, request: httpx2.Request, close: Callable[[], None], body: Callable[[], Any]
+              ) -> httpx2.Response:
+    """The response that the app's first queued event starts (its status and headers), with `body()` as its
+    stream; an app that sent anything else first answered nothing the client can read."""
+    if first[0] != "start":
+        close()
+        raise httpx2.RemoteProtocolError(_NO_RESPONSE, request=request)
+    _, status, headers = first
+    return httpx2.Response(status, headers=headers, stream=body(), extensions={"http_version": b"HTTP/1.1"})
 
 
 class _AsyncBody(httpx2.AsyncByteStream):
@@ -233,9 +239,5 @@ class AsyncASGITransport(httpx2.AsyncBaseTransport):
         except TimeoutError:
             close()
             raise httpx2.ReadTimeout("timed out waiting for the response", request=request) from None
-        if first[0] != "start":
-            close()
-            raise httpx2.RemoteProtocolError(_NO_RESPONSE, request=request)
-        _, status, headers = first
-        stream = _AsyncBody(items, request, close, done=request.method == "HEAD")
-        return httpx2.Response(status, headers=headers, stream=stream, extensions={"http_version": b"HTTP/1.1"})
+        head = request.method == "HEAD"
+        return _response(first, request, close, lambda: _AsyncBody(items, request, close, done=head))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -24,16 +24,14 @@ from starlette.routing import BaseRoute, Route
 from parity.api.headers import api_key_of
 from parity.gateway.keys import KeyStore
 
-if TYPE_CHECKING:
-    from parity.gateway.app import Gateway
-
 REALM = 'Basic realm="parity dashboard", charset="UTF-8"'
 
 
 class GatewayDashboard:
     """The dashboard of one composed gateway (`app.Gateway`); `routes()` contributes GET /dashboard."""
 
-    def __init__(self, gateway: Gateway, *, refresh_s: int = 15):
+    def __init__(self, gateway: Any, *, refresh_s: int = 15):
+        """`gateway` is the composed `app.Gateway` record (typed loosely: app.py imports this module)."""
         self.gateway = gateway
         self.refresh_s = refresh_s
 
