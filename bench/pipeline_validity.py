@@ -625,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=Path, default=None,
                         help="reuse the calibration stored in an earlier --out file (same brains only)")
     args = parser.parse_args(argv)
+    if args.out.is_dir():  # a folder: the results go in it (found before the run, not after it)
+        args.out = args.out / "pipeline_validity.json"
     workers = max(1, min(2, args.workers))
     started = time.perf_counter()
     digest = code_digest()
