@@ -519,8 +519,7 @@ def standard_price_of_calls(run_dir: str | Path, table: pricing.PriceTable | Non
         if result.key in seen:
             continue
         seen.add(result.key)
-        usage = {k: v for k, v in result.usage.items() if k != "service_tier"}
-        total += pricing.cost(result.model, usage, batch=False, table=table).total
+        total += _production_cost(result.model, result.usage, table) or Decimal(0)
     return total
 
 
