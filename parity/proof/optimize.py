@@ -13,6 +13,15 @@ Why this shape (reference proof-science §3.5–3.7):
   candidate lost; a change is kept only if its paired gain on the full validation split exceeds one standard error.
 - Every candidate is screened on one seeded validation minibatch (common items, so comparisons are paired);
   only the best survivors are scored on the full validation split. At most `max_candidates` prompts in all.
+- Cost: a tuned prompt's demonstrations are paid on every routed request, and can eat most of the saving. When
+  the runner passes `cost` (the candidate's measured cost per request under a prompt) and `ceiling` (the
+  baseline's), a prompt costing at least the ceiling is never chosen (it cannot save) and equal minibatch scores
+  rank the cheaper prompt first. With the test's null boundary `boundary` (unit scale) and `test_size` too, the
+  search ends by choosing, among the prompts scored on the full validation split whose planning chance to pass
+  the test (`pass_chance`) is at least PASS_FLOOR (or the likeliest prompt, when none is), the one with the
+  largest expected saving, (ceiling − cost) × pass_chance. Extra demonstrations are then bought only while the
+  quality they add raises that chance enough to pay for them, and a likely pass is never traded for a saving.
+  This choice only picks what is tested; the guarantee rests on the sealed test alone.
 - Winner's curse: the chosen prompt's validation score is optimistic (best of K on n items); the result says by
   about how much, and it is never switching evidence. The function receives only train and validation: the test
   split cannot reach it.
@@ -29,6 +38,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -101,6 +111,10 @@ class CandidateRecord:
     gain_se: float | None = None
     kept: bool = False
     """True when this prompt became the incumbent (the baseline prompt starts as the incumbent)."""
+    cost_per_request: float | None = None
+    """The candidate's measured cost per request (USD) under this prompt, where the runner measures it."""
+    pass_chance: float | None = None
+    """The planning estimate of this prompt's chance to pass the test (`pass_chance`), where it was weighed."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,6 +168,8 @@ class OptimizeResult:
     "stopped: <reason>" when the runner raised StopOptimizing (budget, interrupt)."""
     seed: int
     minibatch_ids: tuple[str, ...] = ()
+    ceiling: float | None = None
+    """The baseline's cost per request (USD): a prompt costing this much or more cannot save, so is never chosen."""
 
     @property
     def improved(self) -> bool:
@@ -174,7 +190,15 @@ class OptimizeResult:
             "stopped": self.stopped,
             "seed": self.seed,
             "minibatch_ids": list(self.minibatch_ids),
+            "ceiling": self.ceiling,
+            "cost_per_request": self.cost_per_request,
+            "base_prompt_cost_per_request": self.history[0].cost_per_request,
         }
+
+    @property
+    def cost_per_request(self) -> float | None:
+        """The chosen prompt's measured cost per request (None when the runner measured none)."""
+        return next((r.cost_per_request for r in self.history if r.prompt_hash == self.best_hash), None)
 
 
 class StopOptimizing(Exception):
@@ -189,11 +213,30 @@ Evaluate = Callable[[TunedPrompt, Sequence[Example]], Sequence[float]]
 EvaluateMany = Callable[[Sequence[tuple[TunedPrompt, Sequence[Example]]]], Sequence[Sequence[float]]]
 Propose = Callable[[str, list[Failure]], list[str]]
 Progress = Callable[[ProgressEvent], None]
+PromptCost = Callable[[TunedPrompt], "float | None"]
 
 
 def prompt_hash(prompt: TunedPrompt) -> str:
     """Stable short hash of a tuned prompt (system + demos), used in history, caches and certificates."""
     return canonical_hash(_prompt_dict(prompt), 16)
+
+
+PASS_FLOOR = 0.5
+"""A prompt less likely than this to pass the test is not chosen for its price while a likelier one exists."""
+SEQUENTIAL_N_FACTOR = 0.5
+"""An anytime-valid test pays for looking after every prompt with power: the planning estimate counts half the
+test split as a fixed-n test's sample (a conservative planning choice, used only to rank prompts)."""
+
+
+def pass_chance(mean: float, sd: float, boundary: float, test_size: int, alpha: float = 0.05) -> float:
+    """A planning estimate of the chance a prompt passes the test: a one-sided z-test at `alpha` on
+    SEQUENTIAL_N_FACTOR × `test_size` prompts, with the prompt's mean and sd on the unit scale. It ranks prompts;
+    it is not the test."""
+    if sd <= 0:
+        return 1.0 if mean > boundary else 0.0
+    n = max(1.0, SEQUENTIAL_N_FACTOR * test_size)
+    z = (mean - boundary) * math.sqrt(n) / sd - NormalDist().inv_cdf(1.0 - alpha)
+    return NormalDist().cdf(z)
 
 
 def expected_max_normal(k: int) -> float:
@@ -224,6 +267,10 @@ def optimize(
     minibatch: int = 16,
     progress: Progress | None = None,
     evaluate_many: EvaluateMany | None = None,
+    cost: PromptCost | None = None,
+    ceiling: float | None = None,
+    boundary: float | None = None,
+    test_size: int | None = None,
 ) -> OptimizeResult:
     """Search demos then instructions for the candidate model; return the best prompt and the full history.
 
@@ -233,10 +280,13 @@ def optimize(
     `propose(instruction, failures)` returns revised instructions; None skips stage 2.
     Stage-1 candidates replace `base_prompt.demos` with demos drawn from `train`; stage-2 candidates keep the
     incumbent's demos and replace its system text.
+    `cost(prompt)` is the candidate's measured cost per request under a prompt already scored (None if unknown);
+    `ceiling` is the baseline's; `boundary` is H0's mean on the unit scale and `test_size` the most test prompts:
+    with all four the search weighs what a prompt's demonstrations cost against the saving (module docstring).
     """
     _check_inputs(train, validation, max_candidates, minibatch)
     search = _Search(base_prompt, train, validation, evaluate, evaluate_many, propose, seed, max_candidates,
-                     minibatch, progress)
+                     minibatch, progress, cost, ceiling, boundary, test_size)
     return search.run()
 
 
@@ -262,8 +312,13 @@ def _check_inputs(train: Sequence[Example], validation: Sequence[Example], max_c
 class _Search:
     def __init__(self, base_prompt: TunedPrompt, train: Sequence[Example], validation: Sequence[Example],
                  evaluate: Evaluate, evaluate_many: EvaluateMany | None, propose: Propose | None, seed: int,
-                 max_candidates: int, minibatch: int, progress: Progress | None):
+                 max_candidates: int, minibatch: int, progress: Progress | None, cost: PromptCost | None = None,
+                 ceiling: float | None = None, boundary: float | None = None, test_size: int | None = None):
         self.base_prompt = base_prompt
+        self.cost = cost
+        self.ceiling = ceiling
+        self.boundary = boundary
+        self.test_size = test_size
         self.train = list(train)
         self.validation = list(validation)
         self.propose = propose
@@ -296,6 +351,7 @@ class _Search:
             stopped = self._stage_instructions()
         except StopOptimizing as exc:
             stopped = f"stopped: {exc}" if str(exc) else "stopped"
+        self._settle_on_value()
         return self._result(base, stopped)
 
     def _stage_demos(self) -> None:
@@ -368,7 +424,13 @@ class _Search:
         self._score(candidates, self.minibatch)
         for record in candidates:
             record.minibatch_score = self._mean(record, self.minibatch)
-        ranked = sorted(candidates, key=lambda r: -(r.minibatch_score or 0.0))  # stable: creation order breaks ties
+        priced_out = [r for r in candidates if self._priced_out(r)]
+        if priced_out:
+            self._tell(stage, f"{len(priced_out)} prompt(s) cost at least the baseline per request "
+                              f"(${self.ceiling:.6f}); they cannot save and are dropped")
+        # Best minibatch score first; among equal scores the cheaper prompt, then creation order (sorted is stable).
+        ranked = sorted((r for r in candidates if not self._priced_out(r)),
+                        key=lambda r: (-(r.minibatch_score or 0.0), _cost_key(r)))
         survivors = [r for r in ranked if (r.minibatch_score or 0.0) >= incumbent.minibatch_score][:finalists]
         if not survivors:
             self._tell(stage, "no candidate matched the incumbent on the minibatch")
@@ -391,6 +453,52 @@ class _Search:
                           f"({winner.gain_se:.3f}); keeping {incumbent.prompt_hash}")
         return False
 
+    # ---- cost -------------------------------------------------------------------------------------------------
+
+    def _priced_out(self, record: CandidateRecord) -> bool:
+        return (self.ceiling is not None and record.cost_per_request is not None
+                and record.cost_per_request >= self.ceiling)
+
+    def _settle_on_value(self) -> None:
+        """The end of the search: of the prompts scored on the full validation split and likely to pass (module
+        docstring), the one with the largest expected saving, (ceiling − cost) × pass_chance, so no demonstration
+        is paid for on every routed request unless the quality it adds is worth it. Without the four inputs the
+        best-scoring prompt stays."""
+        if self.cost is None or self.ceiling is None or self.boundary is None or not self.test_size:
+            return
+        scored = [r for r in self.records if r.full_score is not None and r.cost_per_request is not None
+                  and not self._priced_out(r)
+                  and all((r.prompt_hash, e.id) in self.scorer.cache for e in self.validation)]
+        if not scored:
+            return
+        optimism = self._optimism()
+        for r in scored:
+            sd = float(np.std(self._scores(r, self.validation), ddof=1)) if len(self.validation) > 1 else 0.0
+            r.pass_chance = pass_chance(r.full_score - optimism, sd, self.boundary, self.test_size)  # type: ignore[operator]
+        incumbent = self.incumbent
+        likely = [r for r in scored if (r.pass_chance or 0.0) >= PASS_FLOOR]
+        if not likely:
+            likely = [max(scored, key=lambda r: (r.pass_chance or 0.0, r is incumbent))]
+        choice = max(likely, key=lambda r: ((self.ceiling - r.cost_per_request) * (r.pass_chance or 0.0),  # type: ignore[operator]
+                                            r is incumbent))
+        if incumbent is None or choice is incumbent:
+            return
+        choice.kept = True
+        self.incumbent = choice
+        self._tell(choice.stage, f"chose {choice.prompt_hash} for its expected saving: "
+                                 f"${choice.cost_per_request:.6f} a request with a {choice.pass_chance:.0%} planning "
+                                 f"chance to pass, against {incumbent.prompt_hash}'s ${incumbent.cost_per_request or 0:.6f} "
+                                 f"and {incumbent.pass_chance or 0:.0%}")
+
+    def _optimism(self) -> float:
+        """The winner's-curse allowance of the search so far: E[max of K normals] · sd / √n, sd of the incumbent."""
+        best = self.incumbent
+        n = len(self.validation)
+        if best is None or n < 2:
+            return 0.0
+        sd = float(np.std(self._scores(best, self.validation), ddof=1))
+        return expected_max_normal(len(self.records)) * sd / math.sqrt(n)
+
     # ---- helpers -----------------------------------------------------------------------------------------------
 
     def _register(self, prompt: TunedPrompt, stage: Stage, *, parent: str | None = None, round: int = 0,
@@ -407,6 +515,9 @@ class _Search:
 
     def _score(self, records: list[CandidateRecord], examples: list[Example]) -> None:
         self.scorer.score([(r.prompt_hash, r.prompt) for r in records], examples)
+        if self.cost is not None:
+            for record in records:
+                record.cost_per_request = self.cost(record.prompt)
 
     def _scores(self, record: CandidateRecord, examples: list[Example]) -> np.ndarray:
         return np.array([self.scorer.cache[(record.prompt_hash, e.id)] for e in examples])
@@ -435,7 +546,7 @@ class _Search:
         n = len(self.validation)
         sd = float(np.std(self._scores(best, self.validation), ddof=1)) if n > 1 else 0.0
         k = len(self.records)
-        optimism = expected_max_normal(k) * sd / math.sqrt(n)
+        optimism = self._optimism()
         note = (f"chosen as the best of {k} prompts on {n} validation items: its validation mean {best.full_score:.3f} "
                 f"is optimistic by up to about {optimism:.3f} (winner's curse). It is not evidence for switching; "
                 "only the sequential test on the untouched test split is.")
@@ -446,7 +557,7 @@ class _Search:
             history=tuple(self.records),
             calls=Calls(self.scorer.evaluate_calls, self.scorer.items_scored, self.scorer.propose_calls),
             winners_curse=WinnersCurse(k, n, sd, optimism, note),
-            stopped=stopped, seed=self.seed, minibatch_ids=tuple(e.id for e in self.minibatch),
+            stopped=stopped, seed=self.seed, minibatch_ids=tuple(e.id for e in self.minibatch), ceiling=self.ceiling,
         )
 
 
@@ -492,6 +603,11 @@ class _Scorer:
                                   "scores must lie in [0, 1], higher is better")
             self.cache[(h, example.id)] = value
         self.items_scored += len(todo)
+
+
+def _cost_key(record: CandidateRecord) -> float:
+    """A record's cost per request for ordering; unmeasured sorts last."""
+    return math.inf if record.cost_per_request is None else record.cost_per_request
 
 
 def _se(values: np.ndarray) -> float:

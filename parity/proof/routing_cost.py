@@ -99,17 +99,20 @@ def contract_failures(observations: Sequence[Mapping[str, Any]], contract: Contr
     return failed
 
 
-def _price(model: str, usage: Mapping[str, Any] | None, *, batch: bool, table: PriceTable | None) -> Decimal | None:
+def usage_cost(model: str, usage: Mapping[str, Any] | None, *, batch: bool = False,
+               table: PriceTable | None = None) -> Decimal | None:
+    """What one call with `usage` costs on `model`: at batch or standard rates as `batch` says (the usage's own
+    `service_tier` is set aside), fast mode kept at standard rates and dropped at batch rates, where it does not
+    exist. None when there is no usage; a model the price table does not know raises `PriceError`."""
     if not usage:
         return None
-    plain = {k: v for k, v in usage.items() if k not in ("service_tier", "speed")}
-    try:
-        return pricing.cost(model, plain, batch=batch, table=table).total
-    except ParityError:
-        return None
+    drop = ("service_tier", "speed") if batch else ("service_tier",)
+    plain = {k: v for k, v in usage.items() if k not in drop}
+    return pricing.cost(model, plain, batch=batch, table=table).total
 
 
-def _mean(values: Sequence[Decimal]) -> Decimal | None:
+def mean_cost(values: Sequence[Decimal]) -> Decimal | None:
+    """Mean cost per call, to PLACES (a mean of exact amounts is not itself exact); None for no values."""
     return _q(sum(values, Decimal(0)) / len(values)) if values else None
 
 
@@ -125,24 +128,24 @@ def judge_call_cost(observations: Sequence[Mapping[str, Any]], judge_model: str,
         for order in (obs.get("judgment") or {}).get("orders", []):
             result = (calls or {}).get(order.get("request_key") or "")
             if result is not None:
-                value = _price(str(result_field(result, "model")), result_field(result, "usage"), batch=DRIFT_BATCH, table=table)
+                value = usage_cost(str(result_field(result, "model")), result_field(result, "usage"), batch=DRIFT_BATCH, table=table)
                 if value is not None:
                     costs.append(value)
     if costs:
-        return _mean(costs), f"the mean of this proof's {len(costs)} judge calls, at batch prices"
+        return mean_cost(costs), f"the mean of this proof's {len(costs)} judge calls, at batch prices"
     for obs in observations:
         item = (items or {}).get(obs["id"])
         if item is None:
             continue
         params = judge_params(judge_model, question_text(item.request), obs.get("baseline_output") or "",
                               obs.get("candidate_output") or "")
-        value = _price(judge_model, {"input_tokens": count_request(params), "output_tokens": JUDGE_REPLY_TOKENS},
+        value = usage_cost(judge_model, {"input_tokens": count_request(params), "output_tokens": JUDGE_REPLY_TOKENS},
                        batch=DRIFT_BATCH, table=table)
         if value is not None:
             costs.append(value)
     if not costs:
         return None, "no judge cost could be estimated"
-    return _mean(costs), (f"estimated from the token counts of {len(costs)} judge requests and a reply of "
+    return mean_cost(costs), (f"estimated from the token counts of {len(costs)} judge requests and a reply of "
                           f"{JUDGE_REPLY_TOKENS} tokens (this proof made no judge calls to measure), at batch prices")
 
 
@@ -154,7 +157,7 @@ def routing_cost_of(observations: Sequence[Mapping[str, Any]], *, candidate_cost
     """The routing cost of a candidate from its test answers (`observations`, empty when none was chosen):
     (the cost, how many answers broke the contract, how the judge call's cost was found)."""
     fallbacks = contract_failures(observations, contract, calls)
-    shadow_baseline = _mean([c for c in (_price(baseline_model, items[o["id"]].baseline_usage, batch=DRIFT_BATCH,
+    shadow_baseline = mean_cost([c for c in (usage_cost(baseline_model, items[o["id"]].baseline_usage, batch=DRIFT_BATCH,
                                                 table=table) for o in observations if o["id"] in items)
                              if c is not None])
     judge, how = (judge_call_cost(observations, judge_model or baseline_model, calls=calls, items=items, table=table)

@@ -43,8 +43,10 @@ from parity.proof.data import (
 )
 from parity.proof.diagnostics import diagnose, diagnose_scores
 from parity.proof.judge import Judgment, PairToJudge, check_judge_model
+from parity.proof.hypothesis import hypothesis
 from parity.proof.judging import Judge
 from parity.proof.records import CandidateOutcome, ProveConfig
+from parity.proof.routing_cost import mean_cost, usage_cost
 from parity.proof.scoring import SCORINGS, Scoring, choose_scoring
 from parity.proof.sequential import SequentialTest
 from parity.proof.signing import load_signing_key
@@ -89,22 +91,6 @@ def _common_system(items: Sequence[ProofItem]) -> str | None:
     texts = Counter(system_text(i.request) for i in items)
     text, count = texts.most_common(1)[0]
     return text if count == len(items) and text else None
-
-
-def _production_cost(model: str, usage: dict[str, Any] | None, table: pricing.PriceTable | None) -> Decimal | None:
-    """What one request costs at standard (non-batch) prices: the per-request cost before and after switching."""
-    if not usage:
-        return None
-    plain = {k: v for k, v in usage.items() if k != "service_tier"}
-    return pricing.cost(model, plain, batch=False, table=table).total
-
-
-MEAN_PLACES = Decimal("1e-12")
-
-
-def _mean(values: Sequence[Decimal]) -> Decimal | None:
-    """Mean cost per request, to a millionth of a micro-dollar (a mean of exact amounts is not itself exact)."""
-    return (sum(values, Decimal(0)) / len(values)).quantize(MEAN_PLACES) if values else None
 
 
 def _monthly_requests(config: ProveConfig, items: Sequence[ProofItem]) -> int | None:
@@ -161,6 +147,7 @@ class _Run:
             return base, None, ["prompt optimisation was turned off: the candidate runs the team's own prompt"]
         allowed = {i.id: i for i in (*splits.train, *splits.validation)}  # the test split cannot be scored here
         outputs: dict[tuple[str, str], tuple[str, str]] = {}
+        paid: dict[str, dict[str, Decimal]] = {}  # prompt hash -> item id -> the candidate call's standard price
 
         def evaluate_many(work: Sequence[tuple[TunedPrompt, Sequence[opt.Example]]]) -> list[list[float]]:
             flat: list[tuple[int, TunedPrompt, ProofItem]] = []
@@ -177,7 +164,11 @@ class _Run:
             out: list[list[float]] = [[] for _ in work]
             for (n, prompt, item), (x, _details, result, judgment) in zip(flat, scored):
                 out[n].append(scoring.unit(x))
-                outputs[(opt.prompt_hash(prompt), item.id)] = (result.text, judgment.reasons if judgment else "")
+                h = opt.prompt_hash(prompt)
+                outputs[(h, item.id)] = (result.text, judgment.reasons if judgment else "")
+                price = usage_cost(model, result.usage, table=self.table)
+                if price is not None:
+                    paid.setdefault(h, {})[item.id] = price
             done = sum(len(e) for _, e in work)
             self.tell("optimise", f"{model}: scored {len(work)} prompt(s) on {done} items")
             return out
@@ -199,6 +190,14 @@ class _Run:
                 raise opt.StopOptimizing(f"budget: {exc}") from exc
             return opt.parse_proposals(result.text)
 
+        def cost(prompt: TunedPrompt) -> float | None:
+            prices = list(paid.get(opt.prompt_hash(prompt), {}).values())
+            return float(sum(prices) / len(prices)) if prices else None
+
+        baseline_prices = [p for p in (usage_cost(self.config.baseline_model, i.baseline_usage, table=self.table)
+                                       for i in (*splits.train, *splits.validation)) if p is not None]
+        ceiling = float(sum(baseline_prices) / len(baseline_prices)) if baseline_prices else None
+
         def on_progress(event: opt.ProgressEvent) -> None:
             self.tell("optimise", f"{model}: {event.message}", event.candidates, event.max_candidates)
 
@@ -209,7 +208,9 @@ class _Run:
                 base_prompt=base, train=examples["train"], validation=examples["validation"],
                 evaluate=evaluate, propose=propose, seed=self.config.seed,
                 max_candidates=self.config.max_prompt_candidates, minibatch=self.config.minibatch,
-                progress=on_progress, evaluate_many=evaluate_many,
+                progress=on_progress, evaluate_many=evaluate_many, cost=cost, ceiling=ceiling,
+                boundary=hypothesis(scoring.test_mode, self.config.margin).mu0,
+                test_size=min(self.config.n_max, len(splits.test)),
             )
         except opt.StopOptimizing as exc:
             raise BudgetExhausted(str(exc)) from exc
@@ -268,8 +269,8 @@ class _Run:
                     "id": item.id, "stratum": item.stratum, "x": x, "unit": scoring.unit(x),
                     "candidate_output": result.text, "baseline_output": item.baseline_output,
                     "candidate_request_key": result.key, "prompt_key": request_key(item.request),
-                    "candidate_cost": str(_production_cost(model, result.usage, self.table) or ""),
-                    "baseline_cost": str(_production_cost(self.config.baseline_model, item.baseline_usage, self.table) or ""),
+                    "candidate_cost": str(usage_cost(model, result.usage, table=self.table) or ""),
+                    "baseline_cost": str(usage_cost(self.config.baseline_model, item.baseline_usage, table=self.table) or ""),
                     **details,
                 }
                 if judgment is not None:
@@ -401,12 +402,12 @@ def prove(
 
     switched = [o for o in outcomes if o.verdict == "switch"]
     chosen = min(switched, key=lambda o: (o.cost_per_request or Decimal("Infinity"), o.model)) if switched else None
-    baseline_costs = [c for c in (_production_cost(config.baseline_model, i.baseline_usage, table)
+    baseline_costs = [c for c in (usage_cost(config.baseline_model, i.baseline_usage, table=table)
                                   for i in splits.test.unseal()) if c is not None]
     cert = certs.build(
         config=config, manifest=manifest, data=data, splits=splits, items=items, scoring=scoring,
         judge_model=judge_model, outcomes=outcomes, chosen=chosen, spend=caller.spend,
-        baseline_cost=_mean(baseline_costs), monthly_requests=_monthly_requests(config, items),
+        baseline_cost=mean_cost(baseline_costs), monthly_requests=_monthly_requests(config, items),
         contract=_contract(scoring, items), proof_at_standard_prices=standard_price_of_calls(run_dir, table),
         simulated=simulated, calls=caller.results, table=table, signing_key=signing_key,
     )
@@ -472,7 +473,7 @@ def _prove_candidate(run: _Run, model: str, base: TunedPrompt, splits: Splits, s
     costs = [Decimal(o["candidate_cost"]) for o in observations if o["candidate_cost"]]
     return CandidateOutcome(model, result.verdict, stopped_by, result.n_used, result.to_dict(trajectory=True),
                             observations, order, prompt, opt.prompt_hash(prompt), optimization, diagnostics,
-                            _mean(costs), notes)
+                            mean_cost(costs), notes)
 
 
 def _contract(scoring: Scoring, items: Sequence[ProofItem]) -> Contract:
@@ -519,7 +520,7 @@ def standard_price_of_calls(run_dir: str | Path, table: pricing.PriceTable | Non
         if result.key in seen:
             continue
         seen.add(result.key)
-        total += _production_cost(result.model, result.usage, table) or Decimal(0)
+        total += usage_cost(result.model, result.usage, table=table) or Decimal(0)
     return total
 
 

@@ -135,6 +135,10 @@ def test_a_judged_certificate_keeps_both_orders_and_the_judge_replies(summary):
         orders = o["judgment"]["orders"]
         assert [x["candidate_position"] for x in orders] == ["B", "A"]
         for order in orders:
+            if order.get("identical"):  # the same text as the baseline's: a tie, no judge call to keep
+                assert order["verdict"] == "tie" and order["score"] == 0.5
+                assert o["candidate_output"] == o["baseline_output"]
+                continue
             assert parse_verdict(order["text"]) == order["verdict"] and len(order["request_key"]) == 64
         assert o["x"] == sum(order["score"] for order in orders) / 2 in (0, 0.25, 0.5, 0.75, 1)
     diag = cand["diagnostics"]
@@ -224,8 +228,9 @@ def test_tampering_is_caught_and_verify_exits_1(tmp_path, triage, summary):
     assert not result.ok and any("its evidence gives nan" in p for p in result.problems)
 
     # the decision rewritten
-    def decide(c):
-        c["decision"]["verdict"], c["candidates"][0]["verdict"] = "switch", "switch"
+    def decide(c):  # the opposite of what the evidence gave
+        other = "do_not_switch" if c["candidates"][0]["verdict"] == "switch" else "switch"
+        c["decision"]["verdict"], c["candidates"][0]["verdict"] = other, other
 
     result = certs.verify(_tampered(tmp_path, judged, decide))
     assert not result.ok and any("but its scores give" in p for p in result.problems)

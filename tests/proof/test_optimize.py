@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import pytest
 
@@ -18,6 +19,7 @@ from parity.proof.optimize import (
     expected_max_normal,
     optimize,
     parse_proposals,
+    pass_chance,
     prompt_hash,
     propose_prompt_for_baseline,
 )
@@ -400,3 +402,81 @@ def test_the_simulated_baseline_answers_the_proposer_and_its_fix_is_kept(invoice
     assert result.best.system != task.system and result.best.system.startswith(task.system.splitlines()[0])
     assert result.validation_mean - result.baseline_mean > 0.1
     assert any(r.kept and r.stage == "instruction" for r in result.history)
+
+
+# ---- what demonstrations cost ----------------------------------------------------------------------------------
+
+
+def _demo_cost(base: float = 0.001, per_demo: float = 0.0004):
+    """The candidate's cost per request grows with each demonstration it carries (they are sent every time)."""
+    return lambda prompt: base + per_demo * len(prompt.demos)
+
+
+def _noisy_saturating(prompt: TunedPrompt, examples: Sequence[Example]) -> list[float]:
+    """Quality saturates at two demos; each prompt draws its own noise, so equal prompts score unequally by chance."""
+    p = 0.3 + 0.3 * min(len(prompt.demos), 2) / 2
+    return [1.0 if _uniform(e.id, prompt_hash(prompt)) < p else 0.0 for e in examples]
+
+
+WEIGHED = dict(cost=_demo_cost(), ceiling=0.01, boundary=0.4, test_size=300)
+
+
+def test_a_demo_set_no_better_than_a_smaller_one_is_not_paid_for():
+    free, weighed = [], []
+    for seed in range(20):
+        args = dict(base_prompt=TunedPrompt(system="Answer."), train=TRAIN, validation=VALIDATION,
+                    evaluate=_noisy_saturating, propose=None, seed=seed)
+        free.append(optimize(**args))
+        weighed.append(optimize(**args, **WEIGHED))
+    # Without costs the luckiest set wins, often 8 demos; weighed, every set that clears the boundary is near
+    # certain to pass, so the cheapest of them gives the largest expected saving.
+    assert sum(len(r.best.demos) > 2 for r in free) >= 8
+    assert sum(len(r.best.demos) == 2 for r in weighed) >= 18
+    assert sum(r.cost_per_request for r in weighed) < sum(_demo_cost()(r.best) for r in free)
+    one = weighed[0]
+    assert one.cost_per_request == pytest.approx(0.001 + 0.0004 * len(one.best.demos))
+    assert all(r.cost_per_request is not None for r in one.history if r.minibatch_score is not None)
+    assert one.to_dict()["base_prompt_cost_per_request"] == pytest.approx(0.001)
+    assert [r for r in one.history if r.prompt_hash == one.best_hash][0].pass_chance > 0.5
+
+
+def test_quality_is_bought_when_the_cheap_prompt_would_likely_fail_the_test():
+    # Two demos reach 0.45, eight reach 0.62 against a boundary of 0.42: the cheap prompt's chance to pass is
+    # low, so the costlier prompt's expected saving is larger although it saves less per request.
+    def evaluate(prompt: TunedPrompt, examples: Sequence[Example]) -> list[float]:
+        p = {0: 0.3, 2: 0.45, 4: 0.5, 8: 0.62}[len(prompt.demos)]
+        return [1.0 if _uniform(e.id) < p else 0.0 for e in examples]
+
+    def run(boundary: float):  # four prompts in all (bare, 2, 4 and 8 demos), each scored on the full split
+        return optimize(base_prompt=TunedPrompt(system="Answer."), train=TRAIN, validation=_examples("v", 200),
+                        evaluate=evaluate, propose=None, seed=7, max_candidates=4,
+                        cost=_demo_cost(per_demo=0.0002), ceiling=0.01, boundary=boundary, test_size=200)
+
+    near = run(0.42)
+    assert len(near.best.demos) == 8
+    chances = {len(r.prompt.demos): r.pass_chance for r in near.history}
+    assert chances[2] < 0.5 < chances[8]
+    # With the boundary far below, every demo set is near certain to pass and the cheapest one is chosen.
+    assert len(run(0.2).best.demos) == 2
+
+
+def test_pass_chance_is_a_one_sided_z_test_on_half_the_test_split():
+    assert pass_chance(0.5, 0.5, 0.5, 200) == pytest.approx(0.05)
+    assert pass_chance(0.6, 0.5, 0.5, 200) == pytest.approx(NormalDist().cdf(0.1 * 10 / 0.5 - 1.6448536))
+    assert pass_chance(0.4, 0.0, 0.5, 200) == 0.0 and pass_chance(0.6, 0.0, 0.5, 200) == 1.0
+
+
+def test_a_prompt_that_costs_the_baseline_price_is_never_chosen():
+    # Demos help a lot, but every demo set costs at least the baseline's price: no saving is possible with them.
+    evaluate = _threshold_evaluate(lambda p: 0.3 + 0.08 * len(p.demos))
+    result = optimize(base_prompt=TunedPrompt(system="Answer."), train=TRAIN, validation=VALIDATION,
+                      evaluate=evaluate, propose=None, seed=7, cost=_demo_cost(per_demo=0.01), ceiling=0.01)
+    assert result.best.demos == [] and not result.improved
+    assert result.ceiling == 0.01
+
+
+def test_a_measured_gain_is_still_bought_when_it_is_worth_its_cost():
+    evaluate = _threshold_evaluate(lambda p: 0.3 + 0.08 * len(p.demos))
+    result = optimize(base_prompt=TunedPrompt(system="Answer."), train=TRAIN, validation=VALIDATION,
+                      evaluate=evaluate, propose=None, seed=7, **{**WEIGHED, "boundary": 0.5})
+    assert result.best.demos and result.validation_mean > result.baseline_mean + 0.2
