@@ -27,6 +27,7 @@ from parity.proof.data import SPLIT_BYS, TaskData, load_jsonl, load_ledger
 from parity.emulator.workloads import load_emulator_family
 from parity.proof.runner import SCORINGS, Event, ProveConfig, prove
 from parity.pricing import format_usd
+from parity.report.certificate_html import proof_payback
 from parity.report.tables import fit
 
 VERDICT_STYLE = {"switch": "bold green", "do_not_switch": "bold red", "inconclusive": "bold yellow"}
@@ -224,6 +225,7 @@ def _print_outcome(outcome: Any, directory: Path) -> None:
                   f"{format_usd(cost['candidate_per_request'])}/request{routing}; projected monthly saving "
                   f"{format_usd(cost['projected_monthly_saving'])}; this proof cost {format_usd(cost['proof']['spent'])}"
                   f" ({outcome.network_calls} calls sent)")
+    console.print(proof_payback(cost))
     console.print(f"certificate {cert['id']}: {outcome.certificate_path}")
     if outcome.html_path:
         console.print(f"HTML: {outcome.html_path}")

@@ -86,6 +86,25 @@ def certificate_id(cert: Mapping[str, Any]) -> str:
     return "cert_" + canonical_hash(body, 20)
 
 
+def proof_share(proof_cost: Decimal, monthly_saving: Decimal | None) -> Decimal | None:
+    """What the proof cost as a share of one month's projected saving (1 = the first month's saving pays for it);
+    None when routing saves nothing."""
+    if monthly_saving is None or monthly_saving <= 0:
+        return None
+    return (proof_cost / monthly_saving).quantize(Decimal("0.0001"))
+
+
+def demonstrations_cost(optimization: Mapping[str, Any] | None) -> Decimal | None:
+    """What the tuned prompt adds to each routed request over the team's bare prompt, as measured while tuning
+    (the demonstrations and longer instructions are sent every time); None when not measured."""
+    if not optimization:
+        return None
+    tuned, bare = optimization.get("cost_per_request"), optimization.get("base_prompt_cost_per_request")
+    if tuned is None or bare is None:
+        return None
+    return (Decimal(str(tuned)) - Decimal(str(bare))).quantize(Decimal("1e-9"))
+
+
 def _overall(outcomes: Sequence[CandidateOutcome], chosen: CandidateOutcome | None) -> str:
     if chosen is not None:
         return "switch"
@@ -243,6 +262,8 @@ def build(
             "saving_per_request": _dec(cost.saving_per_request),
             "monthly_requests": monthly_requests,
             "projected_monthly_saving": _dec(cost.projected_monthly_saving),
+            "proof_share_of_monthly_saving": _dec(proof_share(spend.total, cost.projected_monthly_saving)),
+            "demonstrations_per_request": _dec(demonstrations_cost(chosen.optimization if chosen else None)),
             "note": ("per-request costs are at standard (non-batch) prices, measured on the test prompts; the net "
                      "cost adds the baseline again for answers that break the output contract (the gateway falls "
                      "back) and the drift watch's shadow sample (a baseline answer and two judge calls, at batch "
@@ -501,6 +522,7 @@ def hypothesis_text(cert: Mapping[str, Any]) -> str | None:
 
 
 __all__ = ["PLACES", "POPULATION", "SIMULATED_NOTE", "CandidateCheck", "RoutingCost", "VerifyResult", "build",
-           "can_route", "certificate_id", "contract_failures", "default_shadow_rate", "dumps", "finite_pool",
+           "can_route", "certificate_id", "contract_failures", "default_shadow_rate", "demonstrations_cost", "dumps",
+           "finite_pool", "proof_share",
            "hypothesis_block", "hypothesis_text", "judge_call_cost", "load", "routing_cost", "upstream_ids",
            "upstream_summary", "verify", "write_json"]

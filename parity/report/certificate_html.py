@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,31 @@ def render_html(cert: Mapping[str, Any]) -> str:
     rows.append(("total", format_usd(proof["spent"])))
     page.table(["calls for", "cost"], rows, numeric=[1])
     standard = cost.get("proof_at_standard_prices")
+    page.paragraph(proof_payback(cost))
     page.paragraph(f"Budget: {format_usd(proof['limit']) if proof['limit'] else 'none set'}; "
                    f"{'Message Batches (50% off)' if params['batch'] else 'synchronous calls'}"
                    + (f"; the same calls at standard prices: {format_usd(standard)}" if standard else "")
                    + f". {cost['note']}.", muted=True)
     _provenance_section(page, cert)
     return page.render()
+
+
+def proof_payback(cost: Mapping[str, Any]) -> str:
+    """One sentence: the proof's cost against a month's projected saving, and what the tuned prompt adds per
+    request (the terminal, the page and the demo say it the same way)."""
+    share = cost.get("proof_share_of_monthly_saving")
+    monthly = cost.get("projected_monthly_saving")
+    if share is None:
+        text = f"This proof cost {format_usd(cost['proof']['spent'])}; routing projects no monthly saving to set it against."
+    else:
+        text = (f"This proof cost {format_usd(cost['proof']['spent'])}, {float(share):.1%} of one month's projected "
+                f"saving ({format_usd(monthly)} at {cost.get('monthly_requests') or 0:,} requests a month).")
+    demos = cost.get("demonstrations_per_request")
+    if demos is not None and Decimal(demos) > 0:
+        text += (f" The tuned prompt's demonstrations and instructions add {format_usd(demos)} to each routed request "
+                 "(measured while tuning); the optimiser chose the prompt with the largest saving weighed by its "
+                 "chance to pass the test.")
+    return text
 
 
 def _routing_cost_section(page: Page, cost: Mapping[str, Any]) -> None:

@@ -5,6 +5,7 @@ error naming what and where, and an interrupted run resumes."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
@@ -69,6 +70,16 @@ def test_a_switch_writes_the_policy_the_gateway_routes_by(tmp_path):
     assert entry.mode == "route" and entry.candidate_model == CANDIDATE and entry.baseline_model == BASELINE
     assert entry.certificate.id == cert["id"] and entry.certificate.verdict == "switch"
     assert entry.prompt.demos and entry.contract.labels
+    # the proof's cost against a month's saving, and what the tuned prompt adds per request, in JSON and print
+    cost = cert["cost"]
+    share = Decimal(cost["proof_share_of_monthly_saving"])
+    assert share == (Decimal(cost["proof"]["spent"]) / Decimal(cost["projected_monthly_saving"])).quantize(Decimal("0.0001"))
+    assert f"{float(share):.1%} of one month's projected saving" in " ".join(out.split())
+    optimization = cert["candidates"][0]["optimization"]
+    assert Decimal(cost["demonstrations_per_request"]) == (
+        Decimal(str(optimization["cost_per_request"])) - Decimal(str(optimization["base_prompt_cost_per_request"]))
+    ).quantize(Decimal("1e-9")) > 0
+    assert "of one month" in html.read_text() and "projected saving" in html.read_text()
     verified = invoke("verify", cert_path)
     assert verified.exit_code == 0 and "verified" in verified.output
 
