@@ -51,7 +51,9 @@ def serve(
         None, help="Where drift rollbacks are kept across restarts; default: POLICY.state/ beside the policy file."
     ),
     otel_file: Optional[str] = typer.Option(
-        None, help="Append OpenTelemetry GenAI spans (OTLP JSON lines, with gen_ai.usage.cost) to this file."
+        None, help="Append OpenTelemetry GenAI spans (OTLP JSON lines, with gen_ai.usage.cost) to this file. Spans "
+        "also go to a collector over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set; "
+        "OTEL_EXPORTER_OTLP_HEADERS and the other standard variables apply."
     ),
     http_client: str = typer.Option(
         "lean", help="Client to the upstream: 'lean' (aiohttp, the default: about half the CPU per request) or 'httpx'."
@@ -67,6 +69,14 @@ def serve(
     ),
     replica: Optional[str] = typer.Option(
         None, help="This replica's name in the shared ledger (reservations, rollbacks); default: hostname-pid."
+    ),
+    defer_max_wait: float = typer.Option(
+        60.0, help="Seconds the oldest deferred request (x-parity-defer: true) waits before its batch is sent."
+    ),
+    defer_max_batch: int = typer.Option(1000, help="Deferred requests per Message Batch (sent at once when full)."),
+    defer_poll: float = typer.Option(5.0, help="Seconds between looks at a Message Batch still running."),
+    emulator_batch_s: float = typer.Option(
+        60.0, help="With --upstream emulator: seconds a Message Batch takes to end on the emulator."
     ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
@@ -87,6 +97,7 @@ def serve(
         read_timeout_s=read_timeout, retry=RetryPolicy(max_retries=max_retries), state_dir=state_dir,
         http_client=http_client, signing_key_path=signing_key,
         journal_dir=None if journal in (None, "off") or ledger == "off" else journal, replica=replica,
+        deferral_options={"max_wait_s": defer_max_wait, "max_batch": defer_max_batch, "poll_interval_s": defer_poll},
     )
     in_process = upstream == "emulator"
     if in_process:  # the emulator as the gateway's upstream transport: resolved here, never in the gateway
@@ -94,7 +105,9 @@ def serve(
         from parity.emulator.service import Emulator
         from parity.gateway.local import emulator_config
 
-        config = emulator_config(Emulator(brain=make_brain("simulated", 0)), **settings)
+        emulator = Emulator(brain=make_brain("simulated", 0))
+        emulator.batches.processing_s = emulator_batch_s
+        config = emulator_config(emulator, **settings)
         logging.getLogger("uvicorn.error").addFilter(_HideCutConnections())
     else:
         config = GatewayConfig(upstream=upstream, **settings)
@@ -102,10 +115,11 @@ def serve(
     if problem is not None:
         console.print(f"[bold red]error:[/] {problem}", highlight=False)
         raise typer.Exit(2)
-    if otel_file is not None:
-        from parity.gateway import otel
+    from parity.gateway import otel
 
-        otel.configure(otel.JsonlSpanExporter(otel_file))
+    exporters = otel.exporters(otel_file)  # the file, and OTLP when OTEL_EXPORTER_OTLP_*ENDPOINT is set
+    if exporters:
+        otel.configure(exporters)
     gateway_app = create_gateway(config)
     base_url = f"http://{host}:{port}"
     where = "the in-process emulator (simulated models, not Claude)" if in_process else upstream
@@ -118,10 +132,15 @@ def serve(
             console.print(f"  certificates must be signed with key {gateway.signing_key.key_id}", highlight=False)
     else:
         console.print("  no policy: every request passes through and is recorded")
+    from parity.gateway.shared_policy import SharedTaskRouter
+
+    if isinstance(gateway.tasks, SharedTaskRouter) and gateway.tasks.version:
+        console.print(f"  policy version {gateway.tasks.version} is shared with every replica on the ledger (the one "
+                      "loaded last, by any of them, is in force)", highlight=False)
     if config.journal_dir:
         console.print(f"  journal: {config.journal_dir}   replica: {config.replica_name()}", highlight=False)
     console.print(f"  ledger: {ledger or 'off'}   keys: {keys or 'any client key accepted'}   metrics: {base_url}/metrics"
-                  + (f"   spans: {otel_file}" if otel_file else ""))
+                  + (f"   spans: {', '.join(otel.describe(e) for e in exporters)}" if exporters else ""), highlight=False)
     console.print(f"Point clients at it: export ANTHROPIC_BASE_URL={base_url}")
     if not in_process and not config.resolved_upstream_key():
         console.print("  no upstream key set (PARITY_UPSTREAM_API_KEY): each client's own key is forwarded")

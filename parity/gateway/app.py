@@ -51,6 +51,7 @@ from parity.gateway.recorder import GatewayRecorder, Record
 from parity.gateway.refusals import Refusals
 from parity.gateway.retry import CircuitBreaker
 from parity.gateway.routing import MessageRouter, TaskRouter
+from parity.gateway.shared_policy import SharedTaskRouter
 from parity.gateway.upstream import Upstream
 from parity.ledger.journal import Journal
 from parity.ledger.writer import LedgerWriter
@@ -90,6 +91,8 @@ class Gateway:
         with contextlib.suppress(Exception):
             await self.deferral.aclose()
         await self.drift.aclose()
+        if isinstance(self.tasks, SharedTaskRouter):
+            self.tasks.close()
         await self.upstream.aclose()
         await asyncio.to_thread(self.recorder.flush, 30.0)  # off the loop: records handed over last still arrive
         self.recorder.close()
@@ -114,9 +117,9 @@ def create_gateway(config: GatewayConfig) -> Starlette:
     signing_key = load_signing_key(config.signing_key_path)
     store = KeyStore(config.keys_path) if config.keys_path else None
     ledger = LedgerWriter(config.ledger_url) if config.ledger_url else None
-    shared_budget, shared_drift = config.shared_state()  # PostgreSQL: key budgets and rollbacks across replicas
+    shared = config.shared_state()  # PostgreSQL: budgets, rollbacks, policy, deferral queue across replicas
     limits = KeyLimits(spent_by_key(config.ledger_url) if config.ledger_url and store is not None
-                       and shared_budget is None else {}, shared=shared_budget)
+                       and shared is None else {}, shared=shared.budget if shared else None)
     keys = KeyCheck(store, limits)
     journal = Journal(config.journal_dir, replica=config.replica_name()) if config.journal_dir and ledger else None
     recorder = GatewayRecorder(metrics, limits, ledger=ledger, redact=config.redact, scrub=upstream.scrub,
@@ -124,11 +127,13 @@ def create_gateway(config: GatewayConfig) -> Starlette:
     if journal is not None:
         recorder.replay(config.journal_dir)  # what replicas killed before their ledger write answered
     drift = DriftWatch(upstream, recorder, metrics, seed=config.shadow_seed, options=config.drift_options,
-                       state_dir=config.state_dir, shared=shared_drift, poll_s=config.drift_poll_s)
+                       state_dir=config.state_dir, shared=shared.drift if shared else None, poll_s=config.drift_poll_s)
     drift.start()
     try:
-        tasks = TaskRouter(config.policy, config.policy_path, signing_key=signing_key,
-                           on_checked=_on_routes_checked(metrics, drift))
+        checked = _on_routes_checked(metrics, drift)
+        tasks = SharedTaskRouter(shared.policies, config.policy, config.policy_path, signing_key=signing_key,
+                                 on_checked=checked, poll_s=config.policy_poll_s) if shared else \
+            TaskRouter(config.policy, config.policy_path, signing_key=signing_key, on_checked=checked)
     except BaseException:  # a policy that cannot be read: stop what was started (the ledger's writer)
         recorder.close()
         raise
@@ -138,7 +143,8 @@ def create_gateway(config: GatewayConfig) -> Starlette:
         stall_timeout_s=config.stall_timeout_s, candidate_timeout_s=config.candidate_timeout_s,
         seed=config.shadow_seed,
     )
-    deferral = DeferralQueue(upstream, on_finished=_record_deferred(recorder, tasks), **config.deferral_options)
+    deferral = DeferralQueue(upstream, store=config.deferral_store(shared), replica=config.replica_name(),
+                             on_finished=_record_deferred(recorder, tasks), **config.deferral_options)
     refuse = Refusals(metrics, upstream.scrub)
     messages = MessagesEndpoint(
         keys=keys, tasks=tasks, hygiene=hygiene, router=router, deferral=deferral, upstream=upstream,
@@ -164,6 +170,7 @@ def create_gateway(config: GatewayConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
+        deferral.start()  # what a replica killed earlier (or another replica) left queued or in a batch
         yield
         await gateway.aclose()
 
@@ -206,6 +213,7 @@ def _record_deferred(recorder: GatewayRecorder, tasks: TaskRouter) -> Callable[[
             route="deferred", status=status, task=item.task, task_label=label,
             reason=None if item.status == "succeeded" else f"batch result {item.status}",
             message=item.message, error=item.error, key_id=item.key_id, tags=tags, counted=False, batch=True,
+            record_id=item.id,  # one ledger row per deferred request, whichever replica records it, however often
         ))
 
     return finished

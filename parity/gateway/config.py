@@ -26,6 +26,17 @@ UPSTREAM_KEY_ENV = ("PARITY_UPSTREAM_API_KEY", "ANTHROPIC_API_KEY")
 
 
 @dataclass
+class SharedState:
+    """The state gateway replicas on one PostgreSQL ledger share (`parity.ledger`): key budgets, drift rollbacks,
+    the policy in force and the deferral queue, over one engine."""
+
+    budget: Any
+    drift: Any
+    policies: Any
+    deferred: Any
+
+
+@dataclass
 class GatewayConfig:
     """Settings of one gateway. Times are seconds.
 
@@ -66,6 +77,7 @@ class GatewayConfig:
     journal_dir: str | None = None  # local journal of answered requests until the ledger has them (and replay)
     replica: str | None = None  # this replica's name in shared state (default: host-pid)
     drift_poll_s: float = 1.0  # how often a replica on a shared ledger reads the rollbacks others decided
+    policy_poll_s: float = 1.0  # ... and the policy version another replica loaded
 
     def replica_name(self) -> str:
         if self.replica:
@@ -74,21 +86,31 @@ class GatewayConfig:
 
         return f"{socket.gethostname()}-{os.getpid()}"
 
-    def shared_state(self) -> tuple[Any, Any]:
-        """(SharedBudget, SharedDriftState) on the ledger's database when replicas can share it (PostgreSQL);
-        (None, None) for an embedded SQLite ledger or none."""
+    def shared_state(self) -> SharedState | None:
+        """What replicas share through the ledger's database when they can (PostgreSQL); None for an embedded
+        SQLite ledger or none."""
         from parity.ledger.schema import create_engine, is_shared
 
         if not is_shared(self.ledger_url):
-            return None, None
+            return None
         from parity.ledger.budget import SharedBudget
+        from parity.ledger.deferred import DeferredStore
+        from parity.ledger.policies import PolicyStore
         from parity.ledger.state import SharedDriftState
 
         assert self.ledger_url is not None
         engine = create_engine(self.ledger_url)
-        name = self.replica_name()
-        return SharedBudget(self.ledger_url, replica=name, engine=engine), \
-            SharedDriftState(self.ledger_url, replica=name, engine=engine)
+        name, url = self.replica_name(), self.ledger_url
+        return SharedState(SharedBudget(url, replica=name, engine=engine), SharedDriftState(url, replica=name, engine=engine),
+                           PolicyStore(url, replica=name, engine=engine), DeferredStore(url, engine=engine))
+
+    def deferral_store(self, shared: SharedState | None) -> Any:
+        """Where the deferral queue lives: the shared database, else the ledger's file, else memory."""
+        from parity.ledger.deferred import DeferredStore
+
+        if shared is not None:
+            return shared.deferred
+        return DeferredStore(self.ledger_url) if self.ledger_url else DeferredStore()
 
     def resolved_upstream_key(self) -> str | None:
         """The key the gateway sends upstream (never a client's gateway key)."""

@@ -11,6 +11,11 @@ envelope for a request the batch rejected, expired or canceled.
 Ids are 128-bit random (the id is the capability to read the answer). Results are kept for `retain_s` after they
 arrive. Every finished request is written to the ledger (route "deferred", batch pricing) when one is given.
 
+The queue is rows in the ledger's database (`parity.ledger.deferred`), written before the 202 goes out: a replica
+SIGKILLed and restarted flushes what it had queued and resumes polling the batches it had sent, and on a PostgreSQL
+ledger any replica flushes, collects and answers a poll for a handle another replica gave (a batch the upstream no
+longer knows, e.g. an in-process emulator that restarted, is queued again).
+
 `UpstreamCalls` is the one adapter the gateway's own calls (deferral, drift shadowing) go through: the gateway's
 `Upstream` or an `anthropic` SDK client (sync or async), with one async interface for Messages and Batches.
 """
@@ -25,7 +30,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -39,6 +44,7 @@ from parity.api.errors import ERROR_TYPES, APIError
 from parity.api.handlers import error_response
 from parity.api.ids import request_id as new_request_id
 from parity.exchange import Exchange, format_time, json_dict
+from parity.ledger.deferred import FINAL, QUEUED, SUBMITTED, SUBMITTING, DeferredRow, DeferredStore
 from parity.ledger.writer import LedgerEntry
 
 log = logging.getLogger("parity.gateway")
@@ -166,7 +172,7 @@ class Deferred:
 
     id: str
     request: dict[str, Any]
-    queued_at: float
+    queued_at: float  # epoch seconds
     started_at: datetime
     task: str | None = None
     key_id: str | None = None  # the gateway key that deferred it: only that key may poll it
@@ -175,6 +181,16 @@ class Deferred:
     message: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     finished_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: DeferredRow) -> Deferred:
+        result = row.result or {}
+        kind = str(result.get("type"))
+        message = json_dict(result["message"]) if kind == "succeeded" and result.get("message") else None
+        error = json_dict(result["error"]) if kind == "errored" and result.get("error") else None
+        status = "queued" if row.state == SUBMITTING else row.state
+        return cls(row.id, row.request, row.queued_at, row.started_at, row.task, row.key_id, status, row.batch_id,
+                   message, error, row.finished_at)
 
     def handle(self) -> dict[str, Any]:
         return {
@@ -187,22 +203,17 @@ class Deferred:
         }
 
 
-@dataclass
-class _Batch:
-    id: str
-    items: list[str]
-    checked_at: float | None = None
-    ended: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
 class DeferralQueue:
     """Queues deferred requests and sends them as Message Batches (see the module docstring).
 
-    `ledger`: a `parity.ledger.writer.LedgerWriter` (or anything with `write(LedgerEntry)`), or None.
+    `store`: where the queue lives (`parity.ledger.deferred.DeferredStore`: the ledger's database, so a 202 survives
+    a restart and, on PostgreSQL, every replica shares the queue; by default in memory). A background worker on the
+    event loop (`start`, or the first request) flushes what is due and collects ended batches, whichever replica
+    queued them. `ledger`: a `parity.ledger.writer.LedgerWriter` (or anything with `write(LedgerEntry)`), or None.
     `on_finished(item, cost)`: called instead of the ledger write when a request's batch result arrives (the
-    gateway passes its recorder, so deferred spend is charged to the key, redacted, metered and traced like any).
-    `clock` gives seconds for the thresholds (tests pass a manual one).
+    gateway passes its recorder, so deferred spend is charged to the key, redacted, metered and traced like any);
+    a result whose ledger row is missing later (its replica died in between) is handed to it again.
+    `clock` gives epoch seconds (tests pass a manual one).
     """
 
     def __init__(
@@ -210,12 +221,14 @@ class DeferralQueue:
         upstream_client: Any,
         ledger: Any = None,
         *,
+        store: DeferredStore | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         retain_s: float = DEFAULT_RETAIN_S,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         on_finished: Callable[[Deferred, Any], None] | None = None,
+        replica: str = "",
     ):
         if max_batch < 1 or max_batch > 100_000:
             raise ValueError(f"max_batch must be within 1..100000 (the API's batch limit), got {max_batch}")
@@ -223,18 +236,21 @@ class DeferralQueue:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
         self.calls = UpstreamCalls(upstream_client)
         self.ledger = ledger
+        self.store = store or DeferredStore()
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.poll_interval_s = poll_interval_s
         self.retain_s = retain_s
         self.clock = clock
         self.on_finished = on_finished
-        self._items: dict[str, Deferred] = {}
-        self._queue: list[str] = []
-        self._batches: dict[str, _Batch] = {}
-        self._timer: asyncio.Task | None = None
+        self.replica = replica[:80]
+        self._checked: dict[str, float] = {}  # batch id -> when this replica last asked the upstream about it
+        self._batch_locks: dict[str, asyncio.Lock] = {}
+        self._worker: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
         self._flushing: set[asyncio.Task] = set()
         self._flush_lock = asyncio.Lock()
+        self._maintained = 0.0
         self.counts = {"submitted": 0, "batches": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0,
                        "flush_failures": 0}
         self.spend = Decimal(0)
@@ -242,74 +258,114 @@ class DeferralQueue:
     # ---- the request path: enqueue and answer with a handle --------------------------------------------------
 
     async def submit(self, request: Mapping[str, Any], *, task: str | None = None, key_id: str | None = None) -> dict[str, Any]:
-        """Queue one Messages request; returns its handle at once (the batch is sent in the background)."""
+        """Queue one Messages request, durably, and return its handle (the batch is sent in the background)."""
         if not isinstance(request, Mapping) or not isinstance(request.get("model"), str):
             raise APIError(400, "model: a deferred request needs the Messages body with a `model` string")
         if request.get("stream") is True:
             raise APIError(400, "stream: a deferred request is answered through Message Batches and cannot stream")
-        self._prune()
         body = {k: v for k, v in request.items() if k != "stream"}
-        item = Deferred("pdef_" + secrets.token_hex(16), body, self.clock(), datetime.now(timezone.utc), task, key_id)
-        self._items[item.id] = item
-        self._queue.append(item.id)
+        row = DeferredRow("pdef_" + secrets.token_hex(16), QUEUED, body, self.clock(), datetime.now(timezone.utc),
+                          task, key_id, self.replica)
+        try:
+            queued = await asyncio.to_thread(self.store.add, row)
+        except Exception as exc:  # not written: no handle may be given for it
+            log.exception("deferral: could not write request %s to the queue", row.id)
+            raise APIError(503, f"The gateway could not store the deferred request ({type(exc).__name__}); retry "
+                                "shortly", type="api_error") from None
         self.counts["submitted"] += 1
-        if len(self._queue) >= self.max_batch:
-            self._spawn(self.flush())
-        elif self._timer is None or self._timer.done():
-            self._timer = asyncio.get_running_loop().create_task(self._flush_later())
-        return item.handle()
+        self.start()
+        assert self._wake is not None
+        self._wake.set()  # the worker looks more often while something waits
+        if queued >= self.max_batch or self.max_wait_s <= 0:
+            self._spawn(self.flush(due_only=True))
+        return Deferred.from_row(row).handle()
+
+    def start(self) -> None:
+        """Run the worker on the running event loop (idempotent): what was queued or sent before a restart, or by
+        another replica, is flushed and collected too."""
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
-    async def _flush_later(self) -> None:
-        while self._queue:
-            oldest = self._items[self._queue[0]].queued_at
-            wait = oldest + self.max_wait_s - self.clock()
-            if wait > 0:
-                await asyncio.sleep(min(wait, 1.0))
-                continue
-            await self.flush()
+    async def _run(self) -> None:
+        busy = max(0.05, min(self.poll_interval_s, self.max_wait_s or 1.0, 1.0))
+        while True:
+            try:
+                pending = await self._tick()
+            except Exception:
+                log.exception("deferral: the queue's worker failed once; it goes on")
+                pending = True
+            assert self._wake is not None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), busy if pending else 1.0)
+            self._wake.clear()
 
-    async def flush(self) -> str | None:
-        """Send what is queued now (up to `max_batch` per batch); the last batch id, or None if nothing was queued.
+    async def _tick(self) -> bool:
+        """Flush what is due, collect ended batches, now and then prune and re-record; whether anything waits."""
+        queued, oldest, batches = await asyncio.to_thread(self.store.pending)  # one look when idle
+        if self._due(queued, oldest):
+            await self.flush(due_only=True)
+        for batch_id in batches:
+            await self._check(batch_id)
+        now = self.clock()
+        if now - self._maintained > 60.0:
+            self._maintained = now
+            await self._maintain(now)
+        return bool(batches or queued)
+
+    def _due(self, queued: int, oldest: float | None) -> bool:
+        """Whether a batch should go now: `max_batch` requests wait, or the oldest has waited `max_wait_s`."""
+        return queued >= self.max_batch or (queued > 0 and oldest is not None and
+                                            self.clock() - oldest >= self.max_wait_s)
+
+    async def flush(self, *, due_only: bool = False) -> str | None:
+        """Send what is queued (`due_only`: only once `max_batch` requests wait or the oldest has waited
+        `max_wait_s`), up to `max_batch` per batch; the last batch id, or None if nothing was sent.
 
         On an upstream failure the requests stay queued and the next flush tries again."""
         batch_id = None
         async with self._flush_lock:
-            while self._queue:
-                ids = self._queue[: self.max_batch]
-                requests = [{"custom_id": i, "params": self._items[i].request} for i in ids]
+            while True:
+                if due_only and not self._due(*await asyncio.to_thread(self.store.queue_state)):
+                    return batch_id
+                token, rows = await asyncio.to_thread(self.store.claim, self.max_batch, self.clock())
+                if not rows:
+                    return batch_id
+                requests = [{"custom_id": r.custom_id, "params": r.request} for r in rows]
                 try:
                     batch = await self.calls.submit(requests)
                 except Exception as exc:
                     self.counts["flush_failures"] += 1
-                    log.warning("deferral: sending a batch of %d requests failed (%s); they stay queued", len(ids), exc)
+                    log.warning("deferral: sending a batch of %d requests failed (%s); they stay queued", len(rows), exc)
+                    await asyncio.to_thread(self.store.unclaim, token)
                     return batch_id
                 batch_id = str(batch["id"])
-                del self._queue[: len(ids)]
-                self._batches[batch_id] = _Batch(batch_id, ids)
+                await asyncio.to_thread(self.store.submitted, token, batch_id)
                 self.counts["batches"] += 1
-                for i in ids:
-                    self._items[i].status, self._items[i].batch_id = "submitted", batch_id
-                log.info("deferral: sent batch %s with %d requests", batch_id, len(ids))
-        return batch_id
+                log.info("deferral: sent batch %s with %d requests", batch_id, len(rows))
+                if len(rows) < self.max_batch:
+                    return batch_id
 
     # ---- polling ------------------------------------------------------------------------------------------------
 
     async def poll(self, deferred_id: str, key_id: str | None = None) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) for a poll: 202 + handle while waiting, 200 + Message, or an error envelope.
         A request deferred with a gateway key is visible to that key only (to others it does not exist)."""
-        item = self._items.get(deferred_id)
-        if item is not None and item.key_id is not None and item.key_id != key_id:
-            item = None
-        if item is None:
+        self.start()
+        row = await asyncio.to_thread(self.store.get, deferred_id)
+        if row is not None and row.key_id is not None and row.key_id != key_id:
+            row = None
+        if row is None:
             return 404, APIError(404, f"{POLL_PATH}/{deferred_id}: no deferred request with this id (unknown, or "
                                       f"its result was dropped {self.retain_s / 3600:g} h after it arrived)").body(None)
-        if item.status == "submitted" and item.batch_id is not None:
-            await self._check(self._batches[item.batch_id])
+        if row.state == SUBMITTED and row.batch_id is not None and await self._check(row.batch_id):
+            row = await asyncio.to_thread(self.store.get, deferred_id) or row
+        item = Deferred.from_row(row)
         if item.status == "succeeded":
             return 200, item.message or {}
         if item.status in ("queued", "submitted"):
@@ -321,33 +377,44 @@ class DeferralQueue:
         return 410, APIError(410, f"deferred request {item.id} {what} (batch {item.batch_id}); send it again",
                              type="api_error").body(None)
 
-    async def _check(self, batch: _Batch) -> None:
-        """Look at a batch (at most every `poll_interval_s`); when it ended, collect every result once."""
-        async with batch.lock:
+    async def _check(self, batch_id: str) -> bool:
+        """Look at a batch (at most every `poll_interval_s`); when it ended, collect its results. Whether rows moved."""
+        lock = self._batch_locks.setdefault(batch_id, asyncio.Lock())
+        async with lock:
             now = self.clock()
-            if batch.ended or (batch.checked_at is not None and now - batch.checked_at < self.poll_interval_s):
-                return
-            batch.checked_at = now
+            checked = self._checked.get(batch_id)
+            if checked is not None and now - checked < self.poll_interval_s:
+                return False
+            self._checked[batch_id] = now
             try:
-                state = await self.calls.retrieve(batch.id)
+                state = await self.calls.retrieve(batch_id)
                 if state.get("processing_status") != "ended":
-                    return
-                results = await self.calls.results(batch.id)
+                    return False
+                results = await self.calls.results(batch_id)
+            except APIError as exc:
+                if exc.status != 404:
+                    log.warning("deferral: checking batch %s failed (%s); the next poll tries again", batch_id, exc)
+                    return False
+                moved = await asyncio.to_thread(self.store.requeue, batch_id)
+                log.warning("deferral: the upstream does not know batch %s (deleted, or an upstream that restarted): "
+                            "its %d request(s) are queued again", batch_id, moved)
+                self._forget(batch_id)
+                return moved > 0
             except Exception as exc:
-                log.warning("deferral: checking batch %s failed (%s); the next poll tries again", batch.id, exc)
-                return
-            batch.ended = True
-            for item_id in batch.items:
-                self._finish(self._items.get(item_id), results.get(item_id) or {"type": "expired"}, batch.id)
+                log.warning("deferral: checking batch %s failed (%s); the next poll tries again", batch_id, exc)
+                return False
+            finished = await asyncio.to_thread(self.store.collect, batch_id, results, self.clock())
+            self._forget(batch_id)
+        for row in finished:
+            self._finish(Deferred.from_row(row))
+        return True
 
-    def _finish(self, item: Deferred | None, result: Mapping[str, Any], batch_id: str) -> None:
-        if item is None:
-            return
-        kind = str(result.get("type"))
-        item.status = kind if kind in ("succeeded", "errored", "canceled", "expired") else "errored"
-        item.finished_at = self.clock()
-        item.message = json_dict(result["message"]) if kind == "succeeded" else None
-        item.error = json_dict(result["error"]) if kind == "errored" and result.get("error") else None
+    def _forget(self, batch_id: str) -> None:
+        self._checked.pop(batch_id, None)
+        self._batch_locks.pop(batch_id, None)
+
+    def _finish(self, item: Deferred) -> None:
+        """Count, price and record one result this replica collected."""
         self.counts[item.status] += 1
         cost = None
         usage = (item.message or {}).get("usage")
@@ -357,47 +424,66 @@ class DeferralQueue:
                 self.spend += cost
             except Exception as exc:
                 log.warning("deferral: could not price %s: %s", item.id, exc)
+        self._record(item, cost)
+
+    def _record(self, item: Deferred, cost: Any) -> None:
         if self.on_finished is not None:
             try:
                 self.on_finished(item, cost)
             except Exception:
                 log.exception("deferral: recording %s failed", item.id)
         elif self.ledger is not None:
-            tags = {"parity_deferred_id": item.id, "batch_id": batch_id}
+            tags = {"parity_deferred_id": item.id, "batch_id": str(item.batch_id)}
             if item.task:
                 tags["task"] = item.task
             exchange = Exchange(
                 request=item.request, response=item.message, error=item.error, started_at=item.started_at,
-                duration_ms=int((item.finished_at - item.queued_at) * 1000), tags=tags, route="deferred", batch=True,
+                duration_ms=int(((item.finished_at or item.queued_at) - item.queued_at) * 1000), tags=tags,
+                route="deferred", batch=True,
             )
             status = 200 if item.status == "succeeded" else 400 if item.status == "errored" else 410
             self.ledger.write(LedgerEntry(exchange, cost_usd=cost, reason=None if item.status == "succeeded" else
-                                          f"batch result {item.status}", status_code=status))
+                                          f"batch result {item.status}", status_code=status, key_id=item.key_id,
+                                          record_id=item.id))
 
-    def _prune(self) -> None:
-        now = self.clock()
-        old = [i for i, d in self._items.items() if d.finished_at is not None and now - d.finished_at > self.retain_s]
-        for i in old:
-            del self._items[i]
-        for bid in [b for b, batch in self._batches.items() if batch.ended and not any(i in self._items for i in batch.items)]:
-            del self._batches[bid]
+    async def _maintain(self, now: float) -> None:
+        """Drop results older than `retain_s`; record again what a replica that died collected but never recorded
+        (the ledger keeps one row per record id, so a second record of a row that did arrive adds nothing)."""
+        await asyncio.to_thread(self.store.prune, now - self.retain_s)
+        if not self.store.durable:
+            return
+        for row in await asyncio.to_thread(self.store.unrecorded, now - 60.0):
+            item = Deferred.from_row(row)
+            log.warning("deferral: %s finished without its ledger row (its replica stopped); recording it", item.id)
+            usage = (item.message or {}).get("usage")
+            cost = None
+            with contextlib.suppress(Exception):
+                cost = pricing.cost(str(item.message["model"]), usage, batch=True).total  # type: ignore[index]
+            self._record(item, cost)
 
     def status(self) -> dict[str, Any]:
-        """JSON for dashboards: queue depth, batches in flight, outcomes and what they cost."""
-        return {"queued": len(self._queue), "batches_in_flight": sum(not b.ended for b in self._batches.values()),
-                **self.counts, "spend_usd": str(self.spend), "max_batch": self.max_batch, "max_wait_s": self.max_wait_s}
+        """JSON for dashboards (blocking: reads the queue): requests per state in the queue (every replica's, while
+        retained), batches in flight, and what this replica did and what it cost."""
+        states = self.store.counts()
+        in_flight = len(self.store.batches())
+        mine = {"accepted": self.counts["submitted"], "batches_sent": self.counts["batches"],
+                "flush_failures": self.counts["flush_failures"], "spend_usd": str(self.spend)}
+        return {"queued": states.get(QUEUED, 0) + states.get(SUBMITTING, 0), "in_batches": states.get(SUBMITTED, 0),
+                "batches_in_flight": in_flight, **{s: states.get(s, 0) for s in FINAL}, "this_replica": mine,
+                "max_batch": self.max_batch, "max_wait_s": self.max_wait_s}
 
     async def aclose(self) -> None:
-        """Send what is still queued (so no accepted request is silently dropped), then stop the timer."""
-        if self._queue:
+        """Send what is still queued (it would also survive in a durable store), then stop the worker."""
+        with contextlib.suppress(Exception):
             await self.flush()
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._timer
+                await self._worker
         for task in list(self._flushing):
             with contextlib.suppress(Exception):
                 await task
+        self.store.close()
 
     # ---- the gateway's own endpoints -------------------------------------------------------------------------
 
@@ -429,7 +515,7 @@ class DeferralQueue:
 
         async def overview(request: Request) -> JSONResponse:
             _, refused = denied(request)
-            return refused if refused is not None else JSONResponse(self.status())
+            return refused if refused is not None else JSONResponse(await asyncio.to_thread(self.status))
 
         return [
             Route(POLL_PATH, overview, methods=["GET"]),

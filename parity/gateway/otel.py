@@ -8,17 +8,21 @@ own `input_tokens` excludes cached tokens), with cache read and creation also re
 (`parity.cost.*`) and the exact decimal string (`parity.cost_usd`), because a float cannot carry Decimal money.
 
 Where spans go: `configure(exporter)` installs a private SDK `TracerProvider` (tests pass an
-`InMemorySpanExporter`; `simple=True` exports synchronously). `parity serve --otel-file spans.jsonl` configures
-`JsonlSpanExporter`: OTLP JSON, one `ExportTraceServiceRequest` per line, the collector's file-exporter format,
-which `parity.readers.otel` (so `parity audit`) and any OTLP tool read. Without either, spans go to the process's
-global tracer provider, which is the API's no-op unless the application set one up, so an unconfigured gateway
-pays ~nothing.
+`InMemorySpanExporter`; `simple=True` exports synchronously). `parity serve` configures `exporters(otel_file)`:
+with `--otel-file spans.jsonl`, `JsonlSpanExporter` (OTLP JSON, one `ExportTraceServiceRequest` per line, the
+collector's file-exporter format, which `parity.readers.otel` (so `parity audit`) and any OTLP tool read); and,
+when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, the OTLP/HTTP (protobuf)
+exporter, which reads those and the other standard variables (`..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`,
+`..._CERTIFICATE`) itself; `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` needs the gRPC exporter, which is not a dependency.
+Without any, spans go to the process's global tracer provider, which is the API's no-op unless the application
+set one up, so an unconfigured gateway pays ~nothing.
 `record_span` is called by the gateway's recorder thread, never on the request path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -32,6 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from parity.errors import InputError
 from parity.exchange import Exchange
 
 TRACER_NAME = "parity.gateway"
@@ -41,20 +46,70 @@ _COST_LINES = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "outpu
 _provider: TracerProvider | None = None
 
 
-def configure(exporter: SpanExporter | None = None, *, provider: TracerProvider | None = None, simple: bool = False,
-              service_name: str = "parity-gateway") -> TracerProvider | None:
-    """Send spans to `exporter` (through a private TracerProvider) or to `provider`; `configure()` resets to global."""
+def configure(exporter: SpanExporter | Sequence[SpanExporter] | None = None, *, provider: TracerProvider | None = None,
+              simple: bool = False, service_name: str = "parity-gateway") -> TracerProvider | None:
+    """Send spans to `exporter` (or to each of several, through a private TracerProvider) or to `provider`;
+    `configure()` resets to global. OTEL_SERVICE_NAME, when set, names the service instead of `service_name`."""
     global _provider
     if _provider is not None and _provider is not provider:
         _provider.shutdown()
+    targets = [exporter] if isinstance(exporter, SpanExporter) else list(exporter or [])
     if provider is not None:
         _provider = provider
-    elif exporter is not None:
-        _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-        _provider.add_span_processor(SimpleSpanProcessor(exporter) if simple else BatchSpanProcessor(exporter))
+    elif targets:
+        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+        _provider = TracerProvider(resource=Resource.create(attributes))
+        for target in targets:
+            _provider.add_span_processor(SimpleSpanProcessor(target) if simple else BatchSpanProcessor(target))
     else:
         _provider = None
     return _provider
+
+
+def otlp_exporter() -> SpanExporter | None:
+    """The OTLP exporter the standard variables ask for, or None when no endpoint is set (or
+    OTEL_TRACES_EXPORTER=none). Raises InputError for a protocol whose exporter is not installed."""
+    env = os.environ
+    if not (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return None
+    name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") else \
+        "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = (env.get(name) or "http/protobuf").strip().lower()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()  # endpoint (+ /v1/traces), headers, timeout, compression: from the variables
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        except ImportError:
+            raise InputError(
+                "asks for OTLP over gRPC, whose exporter is not installed: `pip install "
+                "opentelemetry-exporter-otlp-proto-grpc`, or set it to http/protobuf and point the endpoint at the "
+                "collector's OTLP/HTTP port (4318)", field=name,
+            ) from None
+        return GrpcExporter()
+    raise InputError(f"{protocol!r} is not a protocol the OTLP exporter speaks here; use http/protobuf (or grpc with "
+                     "opentelemetry-exporter-otlp-proto-grpc installed)", field=name)
+
+
+def exporters(file: str | None = None) -> list[SpanExporter]:
+    """What `parity serve` exports spans to: the JSONL `file` when given, and OTLP when the variables ask for it."""
+    remote = otlp_exporter()  # first: a protocol that cannot work is refused before the file is opened
+    out: list[SpanExporter] = [JsonlSpanExporter(file)] if file else []
+    if remote is not None:
+        out.append(remote)
+    return out
+
+
+def describe(exporter: SpanExporter) -> str:
+    """Where an exporter sends spans, for the start-up banner."""
+    if isinstance(exporter, JsonlSpanExporter):
+        return exporter.path
+    endpoint = getattr(exporter, "_endpoint", None)
+    return f"OTLP {endpoint}" if endpoint else type(exporter).__name__
 
 
 def flush(timeout_ms: int = 10_000) -> None:
@@ -238,5 +293,5 @@ class JsonlSpanExporter(SpanExporter):
         return True
 
 
-__all__ = ["JsonlSpanExporter", "configure", "cost_attributes", "flush", "otlp_json", "record_span", "span_attributes",
-           "usage_attributes"]
+__all__ = ["JsonlSpanExporter", "configure", "cost_attributes", "describe", "exporters", "flush", "otlp_exporter",
+           "otlp_json", "record_span", "span_attributes", "usage_attributes"]

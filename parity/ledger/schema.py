@@ -3,9 +3,11 @@
 Money is stored as a decimal string (`cost_usd`, `charged_usd`) so SQLite and PostgreSQL both keep it exact.
 
 Tables: `exchanges` (one row per Exchange, with its route, outcome, exact cost and what its key was charged),
-`key_reservations` (the worst case of each request in flight against a budgeted key, deleted in the transaction
-that writes its answer's row), `budget_keys` (one row per budgeted key: the row a replica locks with
-`SELECT ... FOR UPDATE` while it checks and reserves), `drift_state` (a task rolled back by any replica) and
+`key_spend` (each key's charged total, kept in the transaction that inserts its rows; the row a replica locks
+with `SELECT ... FOR UPDATE` while it checks and reserves), `key_reservations` (the worst case of each request in
+flight against a budgeted key, deleted in the transaction that writes its answer's row), `drift_state` (a task
+rolled back by any replica), `deferred` (the deferral queue: each request answered 202, until its result is
+dropped), `policies` (every policy document a replica loaded, versioned: the newest is in force on all) and
 `parity_schema` (the schema version).
 
 Migrations are numbered; `create_engine` brings an older ledger up to `SCHEMA_VERSION` (one transaction, under
@@ -15,11 +17,14 @@ Parity: a replica never writes rows it does not understand.
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 import sqlalchemy as sa
 
 from parity.errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATION_LOCK = 0x70617269  # "pari": the advisory lock id the migrations hold on PostgreSQL
 
 metadata = sa.MetaData()
@@ -59,10 +64,12 @@ key_reservations = sa.Table(
     sa.Column("replica", sa.String(80), nullable=True),
 )
 
-budget_keys = sa.Table(
-    "budget_keys",
+key_spend = sa.Table(
+    "key_spend",
     metadata,
     sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("charged_usd", sa.String(40), nullable=False),  # decimal text: exact on SQLite too
+    sa.Column("rows", sa.Integer, nullable=False),  # the charged rows it sums
 )
 
 drift_state = sa.Table(
@@ -74,6 +81,36 @@ drift_state = sa.Table(
     sa.Column("decided_at", sa.String(40), nullable=False),
     sa.Column("replica", sa.String(80), nullable=True),
     sa.Column("rollback_json", sa.Text, nullable=False),
+)
+
+deferred = sa.Table(
+    "deferred",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # the handle's id, also the batch custom_id and the ledger record id
+    sa.Column("state", sa.String(20), nullable=False, index=True),  # queued submitting submitted succeeded errored ...
+    sa.Column("task", sa.String(200), nullable=True),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("request_json", sa.Text, nullable=False),
+    sa.Column("queued_at", sa.Float, nullable=False),  # epoch seconds
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("replica", sa.String(80), nullable=True),  # the replica that answered 202
+    sa.Column("custom_id", sa.String(64), nullable=False),
+    sa.Column("batch_id", sa.String(100), nullable=True, index=True),
+    sa.Column("claim", sa.String(40), nullable=True, index=True),  # the flush (or collection) holding the row now
+    sa.Column("claimed_at", sa.Float, nullable=True),
+    sa.Column("result_json", sa.Text, nullable=True),  # the Message, or the error envelope
+    sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("document", sa.Text, nullable=False),  # {"policy": ..., "certificates": {path as named: file text}}
+    sa.Column("loaded_at", sa.String(40), nullable=False),
+    sa.Column("replica", sa.String(80), nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
 )
 
 schema_version = sa.Table(
@@ -89,7 +126,9 @@ def create_engine(url: str) -> sa.Engine:
     so readers never block the writer. Raises InputError on a ledger from a newer Parity."""
     url = ledger_url(url)
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        memory = url in ("sqlite://", "sqlite:///:memory:")  # one connection, or each would see its own database
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  **({"poolclass": sa.pool.StaticPool} if memory else {}))
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -123,11 +162,26 @@ def _v2(conn: sa.Connection) -> None:
     if "charged_usd" not in columns:
         conn.exec_driver_sql("ALTER TABLE exchanges ADD COLUMN charged_usd VARCHAR(40)")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_exchanges_key_id ON exchanges (key_id)")
-    metadata.create_all(conn, tables=[key_reservations, budget_keys, drift_state])
+    metadata.create_all(conn, tables=[key_reservations, drift_state])
+
+
+def _v3(conn: sa.Connection) -> None:
+    """v2 -> v3: per-key spend totals (summed once from the rows; they replace v2's `budget_keys` as the row a
+    budget check locks), the durable deferral queue, the shared policy versions."""
+    metadata.create_all(conn, tables=[key_spend, deferred, policies])
+    conn.exec_driver_sql("DROP TABLE IF EXISTS budget_keys")
+    totals: dict[str, tuple[Decimal, int]] = {}
+    amount = sa.func.coalesce(exchanges.c.charged_usd, exchanges.c.cost_usd)
+    for key_id, value in conn.execute(sa.select(exchanges.c.key_id, amount).where(exchanges.c.key_id.is_not(None))):
+        if value:
+            total, rows = totals.get(key_id, (Decimal(0), 0))
+            totals[key_id] = (total + Decimal(value), rows + 1)
+    if totals:
+        conn.execute(key_spend.insert(), [{"key_id": k, "charged_usd": str(t), "rows": n} for k, (t, n) in totals.items()])
 
 
 #: version -> the step that brings a ledger at version-1 to it (version 1 is the original `exchanges` table).
-MIGRATIONS = {2: _v2}
+MIGRATIONS = {2: _v2, 3: _v3}
 
 
 def current_version(conn: sa.Connection) -> int:
@@ -163,6 +217,15 @@ def migrate(engine: sa.Engine) -> int:
         conn.execute(schema_version.insert(), [{"version": v, "applied_at": _now()}
                                                for v in range(max(version, 0) + 1, SCHEMA_VERSION + 1)])
     return SCHEMA_VERSION
+
+
+def insert_ignoring(bind: sa.Engine | sa.Connection, table: sa.Table, index_elements: list[str]) -> Any:
+    """INSERT into `table` that skips a row whose `index_elements` are already there (SQLite or PostgreSQL)."""
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 
 def ledger_url(value: str) -> str:

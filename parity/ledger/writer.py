@@ -1,4 +1,7 @@
-"""Write Exchanges to the ledger from a background thread, so no request ever waits on the database."""
+"""Write Exchanges to the ledger from a background thread, so no request ever waits on the database.
+
+Each transaction inserts a batch of rows, raises their keys' spend totals by what those rows charged
+(`budget.add_spend`) and deletes the budget reservations they settle: the three together or not at all."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from parity.exchange import Exchange, format_time
-from parity.ledger.schema import create_engine, exchanges, key_reservations, ledger_url
+from parity.ledger.budget import add_spend
+from parity.ledger.schema import create_engine, exchanges, insert_ignoring, key_reservations, ledger_url
 from parity.task import named_task
 
 log = logging.getLogger("parity.ledger")
@@ -86,14 +90,10 @@ def _row(entry: LedgerEntry) -> dict[str, Any]:
 
 
 def _insert_statement(engine: sa.Engine) -> Any:
-    """INSERT that skips a row whose record_id is already there (a replayed journal entry)."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - other databases: a plain insert (the unique index still refuses a duplicate)
-        return exchanges.insert()
-    return insert(exchanges).on_conflict_do_nothing(index_elements=["record_id"])
+    """INSERT that skips a row whose record_id is already there (a replayed journal entry), and returns what each
+    row it did write charged, for the key totals."""
+    return insert_ignoring(engine, exchanges, ["record_id"]).returning(
+        exchanges.c.key_id, sa.func.coalesce(exchanges.c.charged_usd, exchanges.c.cost_usd))
 
 
 class LedgerWriter:
@@ -152,7 +152,7 @@ class LedgerWriter:
         settled = [s for s in settled if s]
         with self.engine.begin() as conn:
             if rows:
-                conn.execute(self._statement, rows)
+                add_spend(conn, conn.execute(self._statement, rows).all())  # the key totals, in the same transaction
             if settled:  # the answer's charge is in; its reservation goes in the same transaction
                 conn.execute(key_reservations.delete().where(key_reservations.c.request_id.in_(settled)))
         ids = [e.record_id for e in entries if isinstance(e, LedgerEntry) and e.record_id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import httpx2
@@ -20,12 +22,15 @@ import pytest
 
 from parity.api.transport import AsyncASGITransport
 from parity.gateway.keys import KeyStore
+from parity.ledger.budget import charged as budget_charged
 from parity.ledger.reader import read_rows
-from parity.policy import Policy
+from parity.ledger.schema import create_engine
+from parity.policy import CertificateRef, Policy, save_policy
 
 from ledger.pg import scratch_schema
 
-from .conftest import BASELINE, USER, policy
+from .conftest import BASELINE, CANDIDATE, TASK, UPSTREAM_KEY, USER, policy
+from .test_certified_routes import copy_certificate, edit_a_score, genuine
 
 
 @pytest.fixture
@@ -66,6 +71,10 @@ def test_one_budget_across_two_replicas(make, tmp_path, pg):
     total = sum(charged)
     assert total <= budget + max(charged), (total, budget)
     assert total > budget / 2
+    engine = create_engine(pg)
+    with engine.connect() as conn:  # the key's running total is the sum of its rows, to the last digit
+        assert budget_charged(conn, record.id) == {record.id: total}
+    engine.dispose()
 
 
 def _watched(entry_policy: Policy) -> Policy:
@@ -95,6 +104,108 @@ def test_a_rollback_on_one_replica_routes_the_other_to_the_baseline(make, pg):
     assert answer.status_code == 200 and answer.headers["x-parity-route"] == "passthrough"
     assert answer.json()["model"] == BASELINE
     assert two.gateway.drift.monitors["triage"].status()["state"] == "rolled_back"
+
+
+# ---- the deferral queue and the policy, shared ------------------------------------------------------------------
+
+
+def test_the_deferral_queue_is_shared_and_each_request_is_sent_once(make, pg):
+    """Both replicas defer requests at once into one queue on one upstream; each handle resolves on the replica
+    that did not issue it, and every request went upstream in exactly one batch, whichever replica sent it."""
+    options = {"max_batch": 4, "max_wait_s": 0.2, "poll_interval_s": 0.05}
+    one = make(ledger_url=pg, replica="one", deferral_options=options)
+    two = make(ledger_url=pg, replica="two", deferral_options=options, upstream_transport=AsyncASGITransport(one.shim))
+    body = {"model": BASELINE, "max_tokens": 60, "messages": USER}
+    headers = {"x-api-key": "sk-client", "anthropic-version": "2023-06-01", "x-parity-defer": "true"}
+
+    async def defer(harness, n: int) -> list[dict]:
+        async with httpx2.AsyncClient(transport=AsyncASGITransport(harness.app), base_url="http://gw.test") as client:
+            answers = await asyncio.gather(*(client.post("/v1/messages", json=body, headers=headers) for _ in range(n)))
+        assert {a.status_code for a in answers} == {202}
+        return [a.json() for a in answers]
+
+    first, second = one.loop.submit(defer(one, 15)), two.loop.submit(defer(two, 15))
+    from_one, from_two = first.result(timeout=60), second.result(timeout=60)
+    pending = [(two, h) for h in from_one] + [(one, h) for h in from_two]  # each polled on the other replica
+    deadline = time.monotonic() + 30
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} handles never resolved"
+        still = []
+        for harness, handle in pending:
+            with harness.http() as http:
+                answer = http.get(handle["poll_url"], headers={"x-api-key": "sk-client"})
+            assert answer.status_code in (200, 202), answer.text
+            if answer.status_code == 202:
+                still.append((harness, handle))
+            else:
+                assert answer.json()["usage"]["service_tier"] == "batch"
+        pending = still
+        time.sleep(0.05)
+    upstream = one.emulator.client(api_key=UPSTREAM_KEY)
+    sent = [entry.custom_id for batch in upstream.messages.batches.list(limit=100).data
+            for entry in upstream.messages.batches.results(batch.id)]
+    issued = sorted(h["parity_deferred_id"] for h in from_one + from_two)
+    assert sorted(sent) == issued  # 30 requests, each in one batch only
+    assert one.gateway.deferral.counts["batches"] and two.gateway.deferral.counts["batches"]  # both flushed some
+    assert one.gateway.recorder.flush(30) and two.gateway.recorder.flush(30)
+    recorded = [r.exchange.tags["parity_deferred_id"] for r in read_rows(pg) if r.route == "deferred"]
+    assert sorted(recorded) == issued  # one ledger row per request, whichever replica collected its batch
+
+
+def _touch(path) -> None:
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+
+
+def test_a_policy_loaded_on_one_replica_is_served_by_the_other_within_seconds(make, pg, tmp_path):
+    """Replica one reads a policy file (its certificate beside it); replica two has neither and serves what one
+    loaded. One's file then switches the task to route: two routes it within seconds, on its own check of the
+    certificate it read from the database. A policy whose certificate was altered in the database routes nowhere."""
+    folder = tmp_path / "deploy"  # only replica one reads this folder
+    good = copy_certificate(genuine(), folder / "certs" / "triage.json")
+    routed = dataclasses.replace(good, certificate=CertificateRef(id=good.certificate.id, path="certs/triage.json"))
+    path = folder / "policy.json"
+    save_policy(Policy({"triage": dataclasses.replace(routed, mode="observe")}), path)
+    one = make(policy_path=str(path), ledger_url=pg, replica="one", policy_poll_s=0.1)
+    two = make(ledger_url=pg, replica="two", policy_poll_s=0.1)
+    assert two.gateway.tasks.policy.tasks["triage"].mode == "observe"
+    body = {"model": BASELINE, "max_tokens": 60, "messages": USER}
+    headers = {"x-api-key": "sk-client", "anthropic-version": "2023-06-01", **TASK}
+    with two.http() as http:
+        assert http.post("/v1/messages", json=body, headers=headers).json()["model"] == BASELINE
+
+    save_policy(Policy({"triage": routed}), path)
+    _touch(path)
+    one.gateway.tasks._checked = 0.0  # one's next request runs its reload check
+    changed = time.monotonic()
+    with one.http() as http:
+        assert http.post("/v1/messages", json=body, headers=headers).json()["model"] == CANDIDATE
+    with two.http() as http:
+        while (answer := http.post("/v1/messages", json=body, headers=headers)).json()["model"] != CANDIDATE:
+            assert time.monotonic() - changed < 5, "replica two still serves the old policy"
+            time.sleep(0.05)
+    assert answer.headers["x-parity-route"] == "routed" and two.gateway.tasks.refused == {}
+    assert two.gateway.tasks.version == one.gateway.tasks.version >= 2
+
+    document = {"policy": Policy({"triage": routed}).to_dict(), "certificates": {"certs/triage.json": json.dumps(
+        _edited(Path(good.certificate.path)))}}
+    version = two.gateway.tasks.store.publish(document, source="tampered in the database")
+    for harness in (one, two):
+        deadline = time.monotonic() + 5
+        with harness.http() as http:
+            while harness.gateway.tasks.version < version:
+                assert time.monotonic() < deadline, "the tampered version was not read"
+                http.post("/v1/messages", json=body, headers=headers)
+                time.sleep(0.05)
+            answer = http.post("/v1/messages", json=body, headers=headers)
+        assert answer.json()["model"] == BASELINE and answer.headers["x-parity-reason"] == "certificate_does_not_verify"
+        assert set(harness.gateway.tasks.refused) == {"triage"}
+
+
+def _edited(path: Path) -> dict:
+    cert = json.loads(path.read_text())
+    edit_a_score(cert)
+    return cert
 
 
 # ---- subprocess replicas: SIGKILL under load --------------------------------------------------------------------

@@ -91,3 +91,38 @@ def test_one_bad_row_never_loses_the_rest_of_its_batch(tmp_path):
     rows = [ex for _, ex in read_ledger(url)]
     assert [ex.request["messages"][0]["content"] for ex in rows] == ["hi 0", "hi 1", "hi 3"]
     assert rows[1].request["model"] == {"not": "a string"}
+
+
+def test_a_v2_sqlite_ledger_migrates_to_v3_with_exact_key_totals(tmp_path):
+    from parity.ledger.budget import charged
+    from parity.ledger.schema import SCHEMA_VERSION, current_version, schema_version
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # back to what v2 was
+        for table in ("key_spend", "deferred", "policies"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        conn.exec_driver_sql("CREATE TABLE budget_keys (key_id VARCHAR(64) PRIMARY KEY)")
+        conn.execute(schema_version.delete().where(schema_version.c.version == 3))
+    engine.dispose()
+    engine = sa.create_engine(url)  # rows as a v2 writer left them: no totals
+    with engine.begin() as conn:
+        for i in range(30):
+            conn.execute(exchanges.insert().values(started_at="2026-11-24T10:00:00Z", duration_ms=1, key_id="k",
+                                                   exchange_json=_exchange(i).to_json(), cost_usd="0.000000100003"))
+    engine.dispose()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert current_version(conn) == SCHEMA_VERSION == 3
+        assert charged(conn) == {"k": Decimal("0.00000300009")}  # exact: 30 x 0.000000100003, no float in between
+        assert "budget_keys" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+    writer = LedgerWriter(url)  # from now on the writer keeps the total with the rows
+    writer.write(LedgerEntry(_exchange(1), cost_usd=Decimal("0.1"), key_id="k", status_code=200, record_id="x"))
+    writer.write(LedgerEntry(_exchange(1), cost_usd=Decimal("0.1"), key_id="k", status_code=200, record_id="x"))
+    writer.flush()
+    writer.close()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert charged(conn) == {"k": Decimal("0.10000300009")}  # the replayed row counted once
+    engine.dispose()

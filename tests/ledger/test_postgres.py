@@ -1,5 +1,5 @@
 """The ledger on the real PostgreSQL: versioned migrations, refusal of an unknown schema, exact money, journal
-replay without duplicates, shared budgets and drift state."""
+replay without duplicates, shared budgets on per-key totals, drift state, the deferral queue and policy versions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import sqlalchemy as sa
 
 from parity.errors import InputError
 from parity.exchange import Exchange
-from parity.ledger.budget import BudgetExceeded, SharedBudget
+from parity.ledger.budget import BudgetExceeded, SharedBudget, charged
+from parity.ledger.deferred import QUEUED, DeferredRow, DeferredStore
+from parity.ledger.policies import PolicyStore
 from parity.ledger.reader import read_rows
 from parity.ledger.schema import SCHEMA_VERSION, create_engine, current_version, key_reservations, schema_version
 from parity.ledger.state import SharedDriftState
@@ -126,3 +128,148 @@ def test_drift_state_is_shared(pg):
     two.clear("triage")
     assert one.rolled_back() == {}
     one.close(), two.close()
+
+
+# ---- key totals: kept with the rows, read instead of them --------------------------------------------------------
+
+
+def _rows_total(engine: sa.Engine) -> dict[str, Decimal]:
+    from parity.ledger.schema import exchanges
+
+    totals: dict[str, Decimal] = {}
+    amount = sa.func.coalesce(exchanges.c.charged_usd, exchanges.c.cost_usd)
+    with engine.connect() as conn:
+        for key_id, value in conn.execute(sa.select(exchanges.c.key_id, amount).where(exchanges.c.key_id.is_not(None))):
+            totals[key_id] = totals.get(key_id, Decimal(0)) + Decimal(value)
+    return totals
+
+
+def test_key_totals_equal_the_rows_under_two_concurrent_writers_and_replays(pg):
+    """Two replicas' writers insert rows for three keys at once, each also replaying rows the other already wrote
+    (a journal replay): every key's total is the exact sum of its rows, no replayed row counted twice."""
+    writers = [LedgerWriter(pg, batch_size=7), LedgerWriter(pg, batch_size=5)]
+    entries = [LedgerEntry(_exchange(i), cost_usd=Decimal("0.000012345678") * (1 + i % 4), key_id=f"k{i % 3}",
+                           charged_usd=Decimal("0.000012345678") * (1 + i % 4), record_id=f"r{i}", status_code=200)
+               for i in range(240)]
+
+    def write(which: int) -> None:
+        for i, entry in enumerate(entries):
+            if i % 2 == which or i % 5 == 0:  # every fifth row written by both
+                writers[which].write(entry)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for writer in writers:
+        writer.flush(60)
+        writer.close()
+    engine = create_engine(pg)
+    with engine.connect() as conn:
+        totals = charged(conn)
+    expected = {f"k{k}": sum(e.charged_usd for e in entries if e.key_id == f"k{k}") for k in range(3)}
+    assert totals == expected == _rows_total(engine)
+    engine.dispose()
+
+
+def test_a_budget_check_reads_the_key_total_not_the_ledger_rows(pg):
+    writer = LedgerWriter(pg)
+    for i in range(50):
+        writer.write(LedgerEntry(_exchange(i), cost_usd=Decimal("0.01"), key_id="k", charged_usd=Decimal("0.01"),
+                                 record_id=f"r{i}", status_code=200))
+    writer.flush()
+    writer.close()
+    budget = SharedBudget(pg, replica="a")
+    statements: list[str] = []
+    sa.event.listen(budget.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    assert budget.reserve("k", Decimal("1.00"), "req", Decimal("0.30")) == Decimal("0.50")
+    with pytest.raises(BudgetExceeded) as refused:
+        budget.reserve("k", Decimal("0.80"), "req2", Decimal("0.01"))
+    assert refused.value.spent == Decimal("0.80")
+    assert statements and not [s for s in statements if "exchanges" in s], statements
+    budget.close()
+
+
+def test_a_v2_ledger_gets_its_key_totals_from_its_rows(pg):
+    from parity.ledger.schema import exchanges
+
+    engine = create_engine(pg)
+    with engine.begin() as conn:  # back to what v2 was: no totals, queue or policies; a budget_keys table
+        conn.exec_driver_sql("DROP TABLE key_spend, deferred, policies")
+        conn.exec_driver_sql("CREATE TABLE budget_keys (key_id VARCHAR(64) PRIMARY KEY)")
+        conn.execute(schema_version.delete().where(schema_version.c.version == 3))
+        for i in range(12):
+            row = {"started_at": "2026-11-24T10:00:00Z", "duration_ms": 1, "exchange_json": _exchange(i).to_json(),
+                   "key_id": f"k{i % 2}", "cost_usd": "0.000012345678", "record_id": f"r{i}",
+                   "charged_usd": None if i % 3 else "0.5"}
+            conn.execute(exchanges.insert().values(**row))
+    engine.dispose()
+    engine = create_engine(pg)
+    with engine.connect() as conn:
+        assert current_version(conn) == SCHEMA_VERSION == 3
+        assert "budget_keys" not in sa.inspect(conn).get_table_names()
+        # per key: two rows charged $0.50 (a ceiling), four at their cost
+        assert charged(conn) == _rows_total(engine) == {"k0": Decimal("1.000049382712"),
+                                                        "k1": Decimal("1.000049382712")}
+    engine.dispose()
+
+
+# ---- the deferral queue and the policy, shared ---------------------------------------------------------------------
+
+
+def _queued(i: int) -> DeferredRow:
+    return DeferredRow(f"pdef_{i:04d}", QUEUED, {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": []},
+                       1000.0 + i, datetime(2026, 11, 24, tzinfo=timezone.utc), key_id="k")
+
+
+def test_two_replicas_claiming_at_once_never_take_one_request_twice(pg):
+    stores = [DeferredStore(pg), DeferredStore(pg)]
+    for i in range(120):
+        stores[i % 2].add(_queued(i))
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def flush(store: DeferredStore, n: int) -> None:
+        while True:
+            token, rows = store.claim(7, now=2000.0)
+            if not rows:
+                return
+            store.submitted(token, f"batch-{token}")
+            with lock:
+                claimed.extend(r.id for r in rows)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(flush, [stores[i % 2] for i in range(6)], range(6)))
+    assert sorted(claimed) == [f"pdef_{i:04d}" for i in range(120)]  # each once
+
+    batch = stores[0].batches()[0]
+    in_batch = sorted(i for i in claimed if stores[0].get(i).batch_id == batch)
+    results = {r: {"type": "succeeded", "message": {"id": r}} for r in claimed}
+    with ThreadPoolExecutor(4) as pool:  # both replicas collect the same ended batch at once
+        finished = list(pool.map(lambda s: s.collect(batch, results, 3000.0), [stores[0], stores[1]] * 2))
+    collected = [row.id for rows in finished for row in rows]
+    assert sorted(collected) == in_batch  # each row of the batch finished once, by one of the four
+    assert all(stores[1].get(i).state == "succeeded" for i in collected)
+    for store in stores:
+        store.close()
+
+
+def test_a_claim_left_by_a_dead_flush_is_queued_again_after_its_lease(pg):
+    store = DeferredStore(pg, lease_s=60.0)
+    store.add(_queued(1))
+    _, rows = store.claim(10, now=2000.0)  # the replica dies before its batch is created
+    assert [r.id for r in rows] == ["pdef_0001"] and store.claim(10, now=2030.0)[1] == []
+    assert [r.id for r in store.claim(10, now=2061.0)[1]] == ["pdef_0001"]
+    store.close()
+
+
+def test_policy_versions(pg):
+    store = PolicyStore(pg, replica="one")
+    assert store.newest() is None and store.newest_version() == 0
+    first = store.publish({"policy": {"version": 1, "tasks": {}}, "certificates": {}})
+    assert store.publish({"certificates": {}, "policy": {"tasks": {}, "version": 1}}) == first  # the same document
+    second = PolicyStore(pg, replica="two").publish({"policy": {"version": 1, "tasks": {"t": {}}}, "certificates": {}})
+    assert second == first + 1 and store.newest() == (second, {"policy": {"version": 1, "tasks": {"t": {}}},
+                                                               "certificates": {}})
+    store.close()
