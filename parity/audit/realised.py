@@ -10,8 +10,11 @@ ledger), from the same exact prices:
   per request times the after requests (caching that already happened is not the plan's). The hit ratio is
   cache reads over prompt tokens (input + writes + reads), from `usage`;
 * **batch**: deferred requests (billed at batch rates) against the same usage at standard rates;
-* **rightsize**: routed requests against the same tokens billed on the baseline model (`rightsize.as_billed`),
-  when the policy names the baseline.
+* **rightsize**: what the routed task's answers would have cost on the baseline, minus everything routing paid
+  for them (routed answers, fallbacks, rejected candidate answers and the drift sample). The baseline's cost per
+  request is the one its certificate measured on the test prompts, when the policy's certificate can be read;
+  otherwise the routed tokens billed on the baseline model (`rightsize.as_billed`), which counts the tuned
+  prompt's demonstrations as if the baseline had been sent them too, so it overstates.
 
 The estimate is the before audit's saving for the family and lever, per request, times the after period's
 requests. A fix that did not deliver is flagged: a breakpoint the gateway added whose requests still read
@@ -35,6 +38,8 @@ from parity.task import named_task
 __all__ = ["FamilyPeriod", "LeverRow", "SavingsView", "estimates_from_report", "family_of", "period", "realised"]
 
 LEVERS = ("cache", "batch", "rightsize")
+ROUTING = ("routed", "fallback", "shadow")
+"""The routes whose calls a routed task pays for (a rejected candidate answer is recorded under "routed")."""
 _SCALE = Context(prec=40)
 
 
@@ -47,6 +52,8 @@ class FamilyPeriod:
     uncached: CostAcc = field(default_factory=CostAcc)  # the same tokens, every prompt token as plain input
     batched: CostAcc = field(default_factory=CostAcc)  # the deferred requests, as billed
     routed: CostAcc = field(default_factory=CostAcc)  # the routed requests, as billed
+    routing_paid: CostAcc = field(default_factory=CostAcc)  # every call routing made: answers, rejects, shadows
+    routing_answers: int = 0  # requests a routed task answered (by the candidate, or the baseline on fallback)
     fixes: dict[str, int] = field(default_factory=dict)  # cache fix applied -> requests
     read_after_fix: int = 0  # requests with a gateway-added breakpoint that read the cache
 
@@ -64,7 +71,8 @@ def family_of(exchange: Exchange) -> str:
 
 def period(exchanges: Iterable[Exchange], pricer: Pricer, *, routes: Mapping[int, str | None] | None = None
            ) -> dict[str, FamilyPeriod]:
-    """Per family: the billed traffic of `exchanges` (only answered, priced requests count)."""
+    """Per family: the billed traffic of `exchanges` (answered, priced requests; the calls nobody was answered by,
+    a rejected candidate answer or a drift-sample call, count only in what routing paid)."""
     out: dict[str, FamilyPeriod] = {}
     for exchange in exchanges:
         response = exchange.response
@@ -78,6 +86,12 @@ def period(exchanges: Iterable[Exchange], pricer: Pricer, *, routes: Mapping[int
             continue
         fam = out.setdefault(family_of(exchange), FamilyPeriod())
         inp, w5, w1, read, output = counts
+        if exchange.route in ROUTING:
+            fam.routing_paid.add(key, 1, *counts)
+        if exchange.tags.get("outcome") == "rejected" or exchange.route == "shadow":
+            continue  # paid for, answered nobody
+        if exchange.route in ("routed", "fallback"):
+            fam.routing_answers += 1
         fam.requests += 1
         fam.cost.add(key, 1, *counts)
         fam.uncached.add(key, 1, inp + w5 + w1 + read, 0, 0, 0, output)
@@ -138,19 +152,22 @@ class SavingsView:
 
 def realised(after: Mapping[str, FamilyPeriod], pricer: Pricer, *, before: Mapping[str, FamilyPeriod] | None = None,
              estimates: Mapping[tuple[str, str], tuple[Decimal, int]] | None = None,
-             baselines: Mapping[str, str] | None = None, before_label: str | None = None) -> SavingsView:
+             baselines: Mapping[str, str] | None = None, before_label: str | None = None,
+             baseline_costs: Mapping[str, Decimal] | None = None) -> SavingsView:
     """Realised saving per family and lever (see the module docstring). `estimates` maps (family, lever) to the
-    before audit's (saving, requests it was estimated on); `baselines` maps a routed task to its baseline model."""
+    before audit's (saving, requests it was estimated on); `baselines` maps a routed task to its baseline model,
+    `baseline_costs` to the baseline's cost per request its certificate measured."""
     before = before or {}
     estimates = estimates or {}
     baselines = baselines or {}
+    baseline_costs = baseline_costs or {}
     rows: list[LeverRow] = []
     with localcontext(EXACT):
         for fid in sorted(set(after) | {f for f, _ in estimates}):
             now = after.get(fid, FamilyPeriod())
             was = before.get(fid)
             for lever in LEVERS:
-                value = _lever(lever, fid, now, was, pricer, baselines)
+                value = _lever(lever, fid, now, was, pricer, baselines, baseline_costs)
                 est = _scaled(estimates.get((fid, lever)), now.requests)
                 if value is None and est is None:
                     continue
@@ -163,7 +180,7 @@ def realised(after: Mapping[str, FamilyPeriod], pricer: Pricer, *, before: Mappi
 
 
 def _lever(lever: str, fid: str, now: FamilyPeriod, was: FamilyPeriod | None, pricer: Pricer,
-           baselines: Mapping[str, str]) -> Decimal | None:
+           baselines: Mapping[str, str], baseline_costs: Mapping[str, Decimal]) -> Decimal | None:
     if not now.requests:
         return None
     if lever == "cache":
@@ -175,6 +192,9 @@ def _lever(lever: str, fid: str, now: FamilyPeriod, was: FamilyPeriod | None, pr
         if not now.batched:
             return None
         return pricer.total(now.batched.mapped(lambda k: k._replace(batch=False))) - pricer.total(now.batched)
+    per_request = baseline_costs.get(fid)
+    if per_request is not None and now.routing_answers:
+        return per_request * now.routing_answers - pricer.total(now.routing_paid)
     baseline = baselines.get(fid)
     if not now.routed or baseline is None:
         return None
@@ -203,6 +223,9 @@ def _flag(row: LeverRow, now: FamilyPeriod) -> str | None:
     if row.lever == "cache" and not now.fixes and row.estimate:
         return ("not applied: the gateway changed none of these requests (the plan proposes a prompt change here, "
                 "such as moving a timestamp out of the prefix, or does not name the family); the estimate waits on it")
+    if row.lever == "rightsize" and not now.routing_answers and not now.routed and row.estimate:
+        return ("not routed: the plan lists this as a `parity prove` command, and no certificate routes the family "
+                "yet; the estimate waits on a proof")
     if row.estimate is not None and row.estimate > 0 and row.realised * 2 < row.estimate:
         return f"under-delivered: ${usd(row.realised)} of the estimated ${usd(row.estimate)}"
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,8 +30,7 @@ def savings(
     from parity.ledger.reader import read_rows
 
     pricer = Pricer()
-    rows = [r for r in read_rows(ledger) if r.answered_client]
-    after = period((r.exchange for r in rows), pricer)
+    after = period((r.exchange for r in read_rows(ledger)), pricer)
     was = estimates = None
     if before:
         from parity.audit.run import audit_paths
@@ -41,13 +41,16 @@ def savings(
         estimates = estimates_from_report(report)
         was = period((item for path in before for _, item in read_exchanges(path) if isinstance(item, Exchange)),
                      pricer)
-    baselines = {}
+    baselines: dict[str, str] = {}
+    baseline_costs: dict[str, Decimal] = {}
     if policy is not None:
         from parity.policy import load_policy
 
-        baselines = {name: t.baseline_model for name, t in load_policy(policy).tasks.items()}
+        tasks = load_policy(policy).tasks
+        baselines = {name: t.baseline_model for name, t in tasks.items()}
+        baseline_costs = certified_baseline_costs(tasks, policy.parent)
     view = realised(after, pricer, before=was, estimates=estimates, baselines=baselines,
-                    before_label=", ".join(before) if before else None)
+                    before_label=", ".join(before) if before else None, baseline_costs=baseline_costs)
     data = view.to_dict()
     _print(data)
     if json_out is not None:
@@ -56,6 +59,24 @@ def savings(
     if html_out is not None:
         html_out.write_text(render_html(data), encoding="utf-8")
         console.print(f"HTML written to {html_out}")
+
+
+def certified_baseline_costs(tasks: dict[str, Any], folder: Path) -> dict[str, Decimal]:
+    """Per routed task, the baseline's cost per request its certificate measured (path relative to the policy's
+    folder); a certificate that cannot be read leaves that task to the token-based estimate."""
+    out: dict[str, Decimal] = {}
+    for name, task in tasks.items():
+        ref = getattr(task, "certificate", None)
+        if task.mode != "route" or ref is None:
+            continue
+        path = Path(ref.path) if Path(ref.path).is_absolute() else folder / ref.path
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))["cost"]["baseline_per_request"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if value is not None:
+            out[name] = Decimal(str(value))
+    return out
 
 
 def _print(data: dict[str, Any]) -> None:

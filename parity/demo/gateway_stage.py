@@ -1,40 +1,49 @@
-"""Demo stage 4: the next day's traffic through `parity serve` with the proven policy, billed before and after.
+"""Demo stage 4: the next day's traffic through `parity serve` with the plan and the proven routes, billed before
+and after.
 
-Day 2 is new traffic (`interactive_steps(size, day=2)`): tickets, problems and threads day 1 never sent, so neither
-the optimiser nor the proofs' test split saw them and the gateway's savings measure generalisation, not replay.
-"Before" is the same day-2 requests sent direct to a twin emulator (same brain, same clock start, its own cache);
-"after" is what the gateway paid for them. The SDK client changes nothing but its base URL: it talks to the gateway
-app in-process (`LocalGateway`), and the gateway talks to the in-process emulator. Routed answers are checked
-against the task's output contract; a failure falls back to the baseline at once, and the ledger records which
-answer the client got and why.
+Day 2 is new traffic (`interactive_steps(size, day=2)` and the night's backlog): tickets, problems and threads day 1
+never sent, so neither the optimiser nor the proofs' test split saw them and the gateway's savings measure
+generalisation, not replay. "Before" is the same day-2 requests sent as the team sends them today (synchronously,
+direct) to a twin emulator (same brain, same clock start, its own cache); "after" is what the gateway paid for
+them. The SDK client changes only its base URL and names each request's task (`x-parity-task`); the nightly job
+also adds `x-parity-defer: true`, as the plan asks, and polls its handles. Routed answers are checked against the
+task's output contract; a failure falls back to the baseline at once, and the ledger records which answer the
+client got and why.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.progress import Progress
 
-from parity.demo.bill import Bill, bill, usd
-from parity.demo.pipeline import SIMULATED, DemoSize, Recorded, Step, interactive_steps, progress_bar, send_steps
+from parity.demo.bill import Bill, bill
+from parity.demo.pipeline import (DemoSize, Recorded, Step, interactive_steps, night_steps, progress_bar,
+                                  send_steps)
 from parity.emulator.clock import ManualClock
 from parity.emulator.service import Emulator
 from parity.exchange import Exchange
 from parity.gateway.local import LocalGateway
 from parity.ledger.reader import LedgerRow
 from parity.policy import Policy
-from parity.report.tables import fit
+from parity.task import TASK_HEADER
+
+DEFER_HEADER = "x-parity-defer"
+BATCH_POLL_S = 600.0
+"""How far the emulator's clock moves between polls of the deferred handles (a batch takes minutes)."""
 
 
 @dataclass
 class NextDay:
     """The next day: the gateway's ledger, the bills before (the same requests direct) and after (every call the
-    gateway paid for, rejected candidate answers included), what happened to the clients' requests, and the day's
-    direct Exchanges (the requests as the client sent them)."""
+    gateway paid for, rejected candidate answers and the drift sample included), per family too, what happened to
+    the clients' requests, and the day's direct Exchanges (the requests as the client sent them)."""
 
     rows: list[LedgerRow]
     before: Bill
@@ -43,6 +52,8 @@ class NextDay:
     fallbacks: Counter
     drift: dict[str, dict]
     direct: Recorded
+    before_by_family: dict[str, Bill]
+    after_by_family: dict[str, Bill]
 
 
 def send_direct(emulator: Emulator, steps: list[Step], console: Console) -> Recorded:
@@ -65,54 +76,74 @@ def send_direct(emulator: Emulator, steps: list[Step], console: Console) -> Reco
     return recorded
 
 
+def defer_steps(gateway: LocalGateway, steps: list[Step], clock: ManualClock, progress: Progress) -> int:
+    """Send the nightly job through the gateway with `x-parity-defer: true` and poll each handle until its
+    answer arrives (the gateway sends them as one Message Batch); returns how many were answered."""
+    http = gateway.http()
+    total = sum(len(step.requests) for step in steps)
+    bar = progress.add_task("Day 2 nightly job, deferred to the Batch API", total=total)
+    handles: list[str] = []
+    for step in steps:
+        for body in step.requests:
+            reply = http.post("/v1/messages", json=body,
+                              headers={TASK_HEADER: step.tags["task"], DEFER_HEADER: "true"})
+            if reply.status_code != 202:
+                raise RuntimeError(f"the gateway did not defer a nightly request: HTTP {reply.status_code} "
+                                   f"{reply.text[:200]}")
+            handles.append(reply.json()["poll_url"])
+    answered = 0
+    for _ in range(200):  # each round moves the emulator's clock BATCH_POLL_S: the batch ends within hours
+        waiting = []
+        for url in handles:
+            reply = http.get(url)
+            if reply.status_code == 202:
+                waiting.append(url)
+            elif reply.status_code == 200:
+                answered += 1
+                progress.advance(bar)
+            else:
+                raise RuntimeError(f"a deferred request failed: HTTP {reply.status_code} {reply.text[:200]}")
+        handles = waiting
+        if not handles:
+            break
+        clock.advance(BATCH_POLL_S)
+        time.sleep(0.02)  # the gateway's deferral worker polls the batch in the background
+    return answered
+
+
+def by_family(exchanges: list[Exchange]) -> dict[str, Bill]:
+    """One bill per task (the tag the demo's clients name), over every exchange given."""
+    groups: dict[str, list[Exchange]] = {}
+    for exchange in exchanges:
+        groups.setdefault(exchange.tags.get("task") or "(untagged)", []).append(exchange)
+    return {task: bill(group) for task, group in groups.items()}
+
+
 def next_day_through_gateway(emulator: Emulator, policy: Policy, console: Console, out: Path,
-                           size: DemoSize) -> NextDay:
-    """Send the next day's interactive traffic (new prompts) direct and through the gateway with `policy`."""
-    steps = interactive_steps(size, day=2)
-    direct = send_direct(emulator, steps, console)
+                             size: DemoSize) -> NextDay:
+    """Send the next day's traffic (new prompts) direct and through the gateway with `policy` (routes and plan)."""
+    interactive, night = interactive_steps(size, day=2), night_steps(size, day=2)
+    direct = send_direct(emulator, interactive + night, console)
     # The demo judges its shadow sample at once (`via: sync`); a deployed gateway sends it as Message Batches.
+    # The nightly job's requests go upstream as one batch once all of them are queued.
+    deferral = {"max_batch": max(1, sum(len(s.requests) for s in night)), "max_wait_s": 3600.0,
+                "poll_interval_s": 0.01}
     with LocalGateway(emulator, policy=policy, ledger_url=str(out / "ledger.db"), shadow_seed=0,
-                      drift_options={"via": "sync"}) as gateway:
+                      drift_options={"via": "sync"}, deferral_options=deferral) as gateway:
         client = gateway.client(max_retries=2)
         with progress_bar(console) as progress:
-            send_steps(client, steps, emulator.clock, progress, label="Day 2 through parity serve (the 'after' bill)")
+            send_steps(client, interactive, emulator.clock, progress, name_tasks=True,
+                       label="Day 2 through parity serve (the 'after' bill)")
+            defer_steps(gateway, night, emulator.clock, progress)
         gateway.flush()
         drift = {task: m.status() for task, m in gateway.gateway.monitors.items()}
     rows = gateway.rows()
-    before = bill(direct.exchanges)
-    after = bill(row.exchange for row in rows)
     fallbacks = Counter(reason for (_, reason) in gateway.fallbacks().elements())
-    return NextDay(rows, before, after, gateway.routes(), fallbacks, drift, direct)
+    return NextDay(rows, bill(direct.exchanges), bill(row.exchange for row in rows), gateway.routes(), fallbacks,
+                   drift, direct, by_family(direct.exchanges), by_family([row.exchange for row in rows]))
 
 
-def print_next_day(console: Console, day: NextDay) -> None:
-    table = Table(title=f"Day 2's interactive traffic (new prompts), direct vs through parity serve {SIMULATED}",
-                  title_justify="left")
-    for name in ("", "requests answered", "calls paid for", "cost", "answered by Haiku"):
-        table.add_column(name, justify="left" if not name else "right")
-    answered = sum(day.routes.values())
-    haiku = sum(1 for r in day.rows if r.answered_client and (r.exchange.model_served or "").startswith("claude-haiku"))
-    table.add_row("before (direct)", f"{day.before.requests:,}", f"{day.before.requests:,}",
-                  usd(day.before.total.total), "0%")
-    table.add_row("after (gateway)", f"{answered:,}", f"{day.after.requests:,}", usd(day.after.total.total),
-                  f"{haiku / answered:.0%}" if answered else "n/a")
-    console.print(fit(table, console))
-    drift_cost = bill(r.exchange for r in day.rows if r.route == "shadow").total.total
-    answering = day.after.total.total - drift_cost
-    saved = day.before.total.total - answering
-    pct = saved / day.before.total.total if day.before.total.total else 0
-    routes = ", ".join(f"{name} {n}" for name, n in sorted(day.routes.items()))
-    reasons = ", ".join(f"{r} {n}" for r, n in day.fallbacks.most_common()) or "none"
-    console.print(f"Saved {usd(saved)} ({pct:.1%}) on answering this traffic, rejected candidate answers included; "
-                  f"the drift sample below cost {usd(drift_cost)} on top (sent synchronously here, at half price "
-                  f"through the Batch API, the gateway's default). Requests by route: {routes}.\n"
-                  f"Fallbacks to the baseline, the client getting the baseline's answer: "
-                  f"{day.routes.get('fallback', 0)}, by reason: {reasons}.")
-    for task, st in day.drift.items():
-        seg = st["current_segment"]
-        mean = "n/a" if seg["mean_score"] is None else f"{seg['mean_score']:.2f}"
-        console.print(
-            f"Drift watch on {task}: {st['judged']} of {st['observed']} routed answers ({st['rate']:.0%} sampled) "
-            f"were also answered by {st['baseline_model']} and judged {SIMULATED}; mean score {mean}, futility "
-            f"e-value {seg['futility_e_value']:.2f} (the task rolls back to its baseline by itself at "
-            f"{1 / st['alpha']:.0f}): {st['state'].replace('_', ' ')}.")
+def saved(day: NextDay) -> tuple[Decimal, float]:
+    """The day's cut: before minus after (everything the gateway paid for), and as a share of before."""
+    cut = day.before.total.total - day.after.total.total
+    return cut, float(cut / day.before.total.total) if day.before.total.total else 0.0

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from parity.emulator import workloads
 from parity.emulator.clock import ManualClock
 from parity.exchange import Exchange
+from parity.task import TASK_HEADER
 from parity.wrap import flush, tagged, wrap
 
 SIMULATED = "[bold magenta](simulated)[/]"
@@ -36,7 +37,7 @@ SIMULATED_NOTE = (
 PARTS = {"triage": "ticket_triage", "refunds": "math_reasoning", "summaries": "thread_summary",
          "stamped": "thread_summary", "backlog": "ticket_triage"}
 DAY_SEEDS = {1: {"triage": 1, "refunds": 5, "summaries": 2, "stamped": 3, "backlog": 6},
-             2: {"triage": 11, "refunds": 15, "summaries": 12, "stamped": 13}}
+             2: {"triage": 11, "refunds": 15, "summaries": 12, "stamped": 13, "backlog": 16}}
 
 
 @dataclass
@@ -115,28 +116,33 @@ def interactive_steps(size: DemoSize, day: int = 1) -> list[Step]:
         Step("Thread summaries, cache breakpoint", {"task": "thread_summary", "variant": "cached"},
              workloads.summary_requests(size.summaries, seeds["summaries"], SUMMARY_MODEL, cache=True,
                                         exclude=skip), 45.0),
-        Step("Thread summaries, timestamp in prompt", {"task": "thread_summary", "variant": "stamped"},
+        Step("Daily digests, timestamp in prompt", {"task": "thread_digest", "variant": "stamped"},
              workloads.summary_requests(size.stamped, seeds["stamped"], SUMMARY_MODEL, cache=True, stamp=True,
                                         exclude=skip), 45.0),
     ]
 
 
-def night_steps(size: DemoSize) -> list[Step]:
-    """Work nobody waits on that is still sent synchronously: the backlog re-classified at 02:00 (day 1)."""
-    return [Step("Backlog re-classification at 02:00, synchronous", {"task": "backlog_reclassify", "job": "nightly-backlog"},
-                 workloads.triage_requests(size.backlog, DAY_SEEDS[1]["backlog"], SUMMARY_MODEL), 5.0)]
+def night_steps(size: DemoSize, day: int = 1) -> list[Step]:
+    """Work nobody waits on that is still sent synchronously: the backlog re-classified at 02:00 (new tickets
+    each day)."""
+    skip = sent_before(size, day)
+    return [Step("Backlog re-classification at 02:00", {"task": "backlog_reclassify", "job": "nightly-backlog"},
+                 workloads.triage_requests(size.backlog, DAY_SEEDS[day]["backlog"], SUMMARY_MODEL, exclude=skip),
+                 5.0)]
 
 
 def send_steps(client: Any, steps: list[Step], clock: ManualClock, progress: Progress, *,
-               label: str | None = None) -> None:
+               label: str | None = None, name_tasks: bool = False) -> None:
     """Send each step's requests in order, advancing the emulator's clock between them: a progress bar per step,
-    or one for them all under `label`."""
+    or one for them all under `label`. `name_tasks`: each request names its task in the `x-parity-task` header,
+    as a team's code does for the gateway (the wrapped client of day 1 tags its log instead)."""
     one = progress.add_task(label, total=sum(len(s.requests) for s in steps)) if label else None
     for step in steps:
         bar = one if one is not None else progress.add_task(step.label, total=len(step.requests))
+        headers = {TASK_HEADER: step.tags["task"]} if name_tasks else None
         with tagged(**step.tags):
             for body in step.requests:
-                client.messages.create(**body)
+                client.messages.create(**body, extra_headers=headers)
                 clock.advance(step.gap_s)
                 progress.advance(bar)
 

@@ -1,8 +1,9 @@
 """Demo stage 3: `parity prove` on two of the day's tasks, from the recorded prompts and the baseline's answers.
 
 Ticket triage (the audit's right-size hypothesis) and refund arithmetic (the next biggest Opus spend) are each
-tested against Claude Haiku 4.5 with a tuned prompt; the judge is the baseline's model class. One passes and is
-turned into a routing policy entry; the other is refused, which is the point of proving before routing.
+tested against Claude Haiku 4.5 with a prompt tuned for it; the judge is the baseline's model class. A candidate
+that passes becomes a routing policy entry; one that does not is refused, which is the point of proving before
+routing.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from parity.emulator.service import Emulator
 from parity.policy import Policy, TaskPolicy, save_policy
 from parity.proof.data import items_from_exchanges
 from parity.proof.runner import Event, ProveConfig, ProveOutcome, prove
+from parity.report.certificate_html import proof_payback
 from parity.report.tables import fit
 
 CANDIDATE = "claude-haiku-4-5"
-TASKS = ("ticket_triage", "refund_calc")
+CANDIDATES = {"ticket_triage": (CANDIDATE,), "refund_calc": (CANDIDATE,)}
+"""What each task is tested against. More candidates split α between them (Bonferroni), which at this volume and
+margin leaves each too little power: on the emulator, Haiku 4.5 and Sonnet 5.5 tested together on the refunds both
+end inconclusive."""
 VERDICT_STYLE = {"switch": "bold green", "do_not_switch": "bold red", "inconclusive": "bold yellow"}
 
 
@@ -51,7 +56,7 @@ def prove_tasks(emulator: Emulator, recorded: Recorded, console: Console, out: P
     outcomes: dict[str, ProveOutcome] = {}
     tasks: dict[str, TaskPolicy] = {}
     with progress_bar(console) as progress:
-        for task in TASKS:
+        for task in CANDIDATES:
             rows = [(n, e) for n, e in enumerate(recorded.exchanges, 1) if e.task == task]
             if not rows:
                 continue
@@ -59,7 +64,7 @@ def prove_tasks(emulator: Emulator, recorded: Recorded, console: Console, out: P
             data = replace(items_from_exchanges(rows, task=task, source="demo-log"), simulated=True)
             # No gold answers in the log: the baseline-class judge rules on each pair of answers (`--scoring judge`);
             # the label set read from the baseline's answers still becomes the routed task's output contract.
-            config = ProveConfig(task=task, baseline_model=baselines[task], candidate_models=(CANDIDATE,),
+            config = ProveConfig(task=task, baseline_model=baselines[task], candidate_models=CANDIDATES[task],
                                  n_max=n_max, scoring="judge", monthly_requests=len(rows) * days_per_month)
             bar = progress.add_task(f"prove {task}", total=None)
             outcome = prove(config, data, emulator.client(max_retries=2), run_dir=out / "runs" / task,
@@ -80,25 +85,28 @@ def _money(value: object) -> str:
 
 
 def print_proofs(console: Console, proofs: Proofs) -> None:
-    table = Table(title=f"parity prove: {CANDIDATE} with a tuned prompt vs the baseline {SIMULATED}",
+    table = Table(title=f"parity prove: cheaper models with tuned prompts vs the baseline {SIMULATED}",
                   title_justify="left")
-    for name in ("task", "verdict", "stopped by", "n", "estimate", "lower bound", "$/request now", "routed",
-                 "saving/month", "proof cost"):
-        table.add_column(name, justify="left" if name in ("task", "verdict", "stopped by") else "right")
+    for name in ("task", "candidate", "verdict", "stopped by", "n", "estimate", "lower bound", "$/request now",
+                 "routed", "saving/month", "proof cost"):
+        table.add_column(name, justify="left" if name in ("task", "candidate", "verdict", "stopped by") else "right")
     for task, outcome in proofs.outcomes.items():
         cert = outcome.certificate
-        cand = cert["candidates"][0]
-        result = cand.get("result") or {}
-        verdict = cand["verdict"]
         cost = cert["cost"]
-        table.add_row(task, f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]", cand["stopped_by"], str(cand["n_used"]),
-                      _fmt(result.get("estimate")), _fmt(result.get("lower_bound")),
-                      _money(cost.get("baseline_per_request")),
-                      _money(cand.get("cost_per_request")) if verdict == "switch" else "stays",
-                      _money(cost.get("projected_monthly_saving")), _money(cost["proof"]["spent"]))
+        for cand in cert["candidates"]:
+            result = cand.get("result") or {}
+            verdict = cand["verdict"]
+            chosen = cand["model"] == cert["decision"]["candidate"]
+            table.add_row(task, cand["model"], f"[{VERDICT_STYLE.get(verdict, '')}]{verdict}[/]", cand["stopped_by"],
+                          str(cand["n_used"]), _fmt(result.get("estimate")), _fmt(result.get("lower_bound")),
+                          _money(cost.get("baseline_per_request")),
+                          _money(cand.get("cost_per_request")) if chosen else "—",
+                          _money(cost.get("projected_monthly_saving")) if chosen else "—",
+                          _money(cost["proof"]["spent"]))
     console.print(fit(table, console))
     for task, outcome in proofs.outcomes.items():
         console.print(f"  {task}: {escape(outcome.certificate['decision']['summary'])}")
+        console.print(f"    {escape(proof_payback(outcome.certificate['cost']))}")
         if outcome.html_path is not None:
             console.print(f"    certificate: {outcome.certificate_path} · {outcome.html_path}")
     routed = ", ".join(f"{t} → {p.candidate_model}" for t, p in proofs.policy.tasks.items()) or "nothing"

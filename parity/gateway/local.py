@@ -78,6 +78,14 @@ class LocalGateway:
         kwargs.setdefault("api_key", CLIENT_KEY)
         return anthropic.Anthropic(base_url=BASE_URL, http_client=http, **kwargs)
 
+    def http(self) -> httpx2.Client:
+        """A plain HTTP client to the gateway, for what the SDK has no method for (a deferred request's handle at
+        /v1/parity/deferred/ID, /v1/parity/drift, /metrics); send the client key as `x-api-key` where keys are on."""
+        http = httpx2.Client(transport=SyncASGITransport(self.app, loop_thread=self._loop), base_url=BASE_URL,
+                             headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"})
+        self._http.append(http)
+        return http
+
     def async_client(self, **kwargs: Any) -> anthropic.AsyncAnthropic:
         """An async SDK client; the gateway then runs on the caller's event loop (close with `await aclose()`)."""
         http = httpx2.AsyncClient(transport=AsyncASGITransport(self.app), base_url=BASE_URL)
