@@ -8,30 +8,34 @@ traffic is one cell per day and model, after its 50 % discount). Other billed co
 execution) are shown but not flagged: logs carry no price for them.
 
 The logs are read by `parity.readers` (any format `parity audit` reads, detected from the file) and priced with
-`parity.pricing.cost`, the same function behind every number Parity prints.
+`parity.pricing.cost`, the same function behind every number Parity prints. The cost report is a file, or is
+fetched from the Admin API for the days the logs cover (`fetch_cost_report`, with $ANTHROPIC_ADMIN_KEY).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from parity import catalog
 from parity.catalog import UnknownModelError
+from parity.errors import InputError
 from parity.exchange import Exchange
 from parity.pricing import CATEGORIES, PriceError, PriceTable, cost
 from parity.readers import read_exchanges
-from parity.readers.anthropic_admin import read_cost_report
+from parity.readers.anthropic_admin import COST_FORMAT, fetch_report, read_cost_report, write_pages
 
 COST_TYPES = (*CATEGORIES, "batch")
 TOLERANCE = Decimal("0.01")
 SCHEMA_ID = "parity.reconcile/1"
 
 Cell = tuple[date, str, str]  # (day, model, cost type)
+CostReport = str | Path | Callable[[date, date], str | Path]
+"""A cost report file, or a function that gets one for the logs' first and last day (`fetch_cost_report`)."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,31 @@ def billed_cells(cost_report: str | Path) -> dict[Cell, Decimal]:
     return cells
 
 
-def reconcile(paths: Iterable[str], cost_report: str | Path, *, fmt: str = "auto", table: PriceTable | None = None,
+def fetch_cost_report(save_to: str | Path, *, key: str | None = None, base_url: str | None = None,
+                      transport: Any = None) -> Callable[[date, date], Path]:
+    """A CostReport that fetches the Admin API cost report for the logs' days (UTC, first to last, whole days),
+    every page, and saves it to `save_to` (a file `--cost-report` reads back)."""
+    def fetch(first: date, last: date) -> Path:
+        start = datetime.combine(first, time(), timezone.utc)
+        end = datetime.combine(last + timedelta(days=1), time(), timezone.utc)
+        pages = fetch_report(COST_FORMAT, start, end, key=key, base_url=base_url, transport=transport)
+        return write_pages(pages, save_to)
+
+    return fetch
+
+
+def reconcile(paths: Iterable[str], cost_report: CostReport, *, fmt: str = "auto", table: PriceTable | None = None,
               tolerance: Decimal = TOLERANCE) -> dict[str, Any]:
     """The reconciliation as a JSON document: `rows` (every cell), totals, flagged count, unpriced records."""
     paths = list(paths)
-    billed = billed_cells(cost_report)
     logged, skipped, priced = logged_cells(paths, fmt=fmt, table=table)
+    if callable(cost_report):
+        days = sorted({key[0] for key in logged})
+        if not days:
+            raise InputError("the logs hold no priced calls, so there are no days to fetch a cost report for",
+                             file=", ".join(paths))
+        cost_report = cost_report(days[0], days[-1])
+    billed = billed_cells(cost_report)
     keys = sorted(set(billed) | set(logged), key=lambda k: (k[0], k[1], _order(k[2])))
     off = {k for k in keys if k[2] in COST_TYPES
            and abs(billed.get(k, Decimal(0)) - logged.get(k, Decimal(0))) > tolerance}
@@ -183,4 +206,5 @@ def _cause(key: Cell, logged: dict[Cell, Decimal], billed: dict[Cell, Decimal], 
             "overcount")
 
 
-__all__ = ["COST_TYPES", "SCHEMA_ID", "TOLERANCE", "Row", "billed_cells", "canonical", "logged_cells", "reconcile"]
+__all__ = ["COST_TYPES", "SCHEMA_ID", "TOLERANCE", "CostReport", "Row", "billed_cells", "canonical",
+           "fetch_cost_report", "logged_cells", "reconcile"]

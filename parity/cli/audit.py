@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -18,8 +19,9 @@ from parity.pricing import PriceTable
 
 @app.command("audit")
 def audit(
-    paths: list[str] = typer.Argument(..., help="Log files (Exchange JSONL, OTLP JSON, LiteLLM, Langfuse, Helicone, "
-                                      "Admin API usage report) or ledger URLs; the format is detected per file."),
+    paths: Optional[list[str]] = typer.Argument(
+        None, help="Log files (Exchange JSONL, OTLP JSON, LiteLLM, Langfuse incl. Parquet, Helicone, Admin API usage "
+        "report), ledger URLs or a LiteLLM postgresql:// URL; the format is detected per source."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON (docs/audit-json.md)."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report with plots."),
     fmt: str = typer.Option("auto", "--format", help="Force a format: auto, jsonl, otlp (OpenTelemetry GenAI spans), "
@@ -32,18 +34,38 @@ def audit(
     candidate_model: Optional[str] = typer.Option(None, help="Cheaper model to price right-size candidates at."),
     night_hours: str = typer.Option("0-6", help="UTC hours counted as night for batch detection, e.g. 22-6."),
     recount: int = typer.Option(0, help="Recount this many sampled requests' tokens and compare with logged usage."),
-    base_url: Optional[str] = typer.Option(None, help="API base URL for --recount (count_tokens); else an estimate."),
+    base_url: Optional[str] = typer.Option(None, help="API base URL for --recount (count_tokens; else an estimate) "
+                                           "and --admin-usage."),
     api_key: Optional[str] = typer.Option(None, envvar="ANTHROPIC_API_KEY", help="API key for --recount."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No terminal report (write --json/--html only)."),
     plan_out: Optional[Path] = typer.Option(None, "--plan", help="Write the plan as a policy file for `parity serve --policy`: cache fixes applied, prompt changes proposed, deferral and prove commands."),
+    admin_usage: bool = typer.Option(False, "--admin-usage", help="Also audit the Admin API usage report, fetched "
+                                     "with $ANTHROPIC_ADMIN_KEY from --base-url (default $ANTHROPIC_BASE_URL, else "
+                                     "the API) for --since..--until."),
+    since: Optional[str] = typer.Option(None, help="First UTC day (YYYY-MM-DD) of the usage report for --admin-usage."),
+    until: Optional[str] = typer.Option(None, help="Last UTC day (YYYY-MM-DD) of the usage report (default: today)."),
+    save_usage: Optional[Path] = typer.Option(None, "--save-usage", help="Keep the fetched usage report in this file."),
 ) -> None:
     """Audit Claude API logs: exact spend, cache breaks (the block and offset), batchable traffic, right-size
     candidates, and the savings of each lever, stacked."""
     from parity.audit.run import AuditOptions, audit_paths
     from parity.readers import FORMATS
+    from parity.readers.anthropic_admin import USAGE_FORMAT
 
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}", field="--format")
+    paths = list(paths or [])
+    if admin_usage:
+        if fmt not in ("auto", USAGE_FORMAT):
+            raise InputError("--admin-usage adds the usage report, which is not in the --format given; audit the "
+                             "other logs in a separate run", field="--format")
+        scratch = tempfile.TemporaryDirectory(prefix="parity-usage-")  # removed when the command returns
+        paths.append(str(_fetch_usage(since, until, base_url,
+                                      save_usage or Path(scratch.name) / "anthropic-usage.jsonl")))
+    elif since or until or save_usage:
+        raise InputError("--since, --until and --save-usage go with --admin-usage", field="--admin-usage")
+    if not paths:
+        raise InputError("give log files or database URLs to audit, or --admin-usage to fetch the usage report")
 
     table = PriceTable.load([str(p) for p in prices]) if prices else None
     options = AuditOptions(max_families=max_families, max_malformed=max_malformed, top=top,
@@ -80,6 +102,32 @@ def audit(
         for label, path in (("JSON", json_out), ("HTML", html_out)):
             if path is not None:
                 console.print(f"{label} report written to {path}")
+
+
+def _fetch_usage(since: Optional[str], until: Optional[str], base_url: Optional[str], target: Path) -> Path:
+    """The Admin API usage report for whole UTC days since..until (inclusive), every page, saved to `target`."""
+    from datetime import date, datetime, time as day_start, timedelta, timezone
+
+    from parity.readers.anthropic_admin import USAGE_FORMAT, fetch_report, write_pages
+
+    def day(value: Optional[str], name: str, default: Optional[date]) -> date:
+        if value is None:
+            if default is None:
+                raise InputError("say which days to fetch: --since YYYY-MM-DD (and --until, default today)",
+                                 field=name)
+            return default
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise InputError(f"expected a day as YYYY-MM-DD, got {value!r}", field=name) from None
+
+    first = day(since, "--since", None)
+    last = day(until, "--until", datetime.now(timezone.utc).date())
+    if last < first:
+        raise InputError(f"--until {last} is before --since {first}", field="--until")
+    start = datetime.combine(first, day_start(), timezone.utc)
+    end = datetime.combine(last + timedelta(days=1), day_start(), timezone.utc)
+    return write_pages(fetch_report(USAGE_FORMAT, start, end, base_url=base_url), target)
 
 
 def _write_plan(data: dict[str, Any], path: Path, quiet: bool) -> None:

@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from collections.abc import Callable
 from typing import Any
 
 from parity import catalog, pricing
@@ -90,6 +91,8 @@ class EmulatorCore:
         self.ratelimits = RateLimitMeter(self.clock)
         self._lock = threading.RLock()
         self._history: OrderedDict[tuple[str, str], tuple[str, Any, int]] = OrderedDict()
+        self.on_commit: list[Callable[[Prepared], None]] = []
+        """Called once per committed response (plain, streamed or batch), e.g. the Admin API's usage log."""
         self.batches = BatchStore(self)
 
     # ---- the Messages path -----------------------------------------------------------------------------------
@@ -146,6 +149,8 @@ class EmulatorCore:
                 self._history.popitem(last=False)
         if prepared.message["usage"]["service_tier"] != "batch":  # batches have their own limits (reference §8.1)
             self.ratelimits.record(usage=prepared.message["usage"])
+        for hook in self.on_commit:
+            hook(prepared)
 
     def count_tokens(self, params: Any, ctx: RequestContext | None = None) -> dict[str, int]:
         """POST /v1/messages/count_tokens: `{"input_tokens": n}`; never reads or writes the cache."""

@@ -85,9 +85,10 @@ def _routes(emulator: Emulator) -> list:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
     ]
-    from parity.emulator import batches
+    from parity.emulator import admin_api, batches
 
     routes.extend(batches.routes(emulator))  # full paths under /v1/messages/batches
+    routes.extend(admin_api.routes(emulator))  # the Admin API's usage and cost reports, from the answered calls
     return routes
 
 

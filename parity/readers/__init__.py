@@ -2,10 +2,11 @@
 
 `read_exchanges(source)` picks the reader from `detect_format`, the one place a log's format is judged:
 
-* `ledger`: a database URL (`sqlite:///...`, `postgresql://...`);
+* `ledger`: a database URL (`sqlite:///...`, `postgresql://...`) of Parity's own ledger;
 * `otlp`: OTLP JSON trace export (`resourceSpans`), one document or one per line;
-* `litellm`: LiteLLM spend logs, a CSV export of `LiteLLM_SpendLogs` or `/spend/logs` JSON rows;
-* `langfuse`: a Langfuse observations export (JSONL, CSV or a JSON array);
+* `litellm`: LiteLLM spend logs: a CSV export of `LiteLLM_SpendLogs`, `/spend/logs` JSON rows, or a
+  `postgresql://` URL of the database holding that table (LiteLLM's DATABASE_URL, `?schema=` included);
+* `langfuse`: a Langfuse observations export (JSONL, CSV, a JSON array, or Parquet with `pyarrow` installed);
 * `helicone`: a Helicone export (`npx @helicone/export`, JSONL or a JSON array);
 * `anthropic-usage`: Admin API `usage_report/messages` pages;
 * `anthropic-cost`: Admin API `cost_report` pages (no token counts: for `parity reconcile`, not the audit);
@@ -24,10 +25,10 @@ from typing import Any, Literal
 from parity.errors import InputError
 from parity.exchange import Exchange, Rejected, read_jsonl
 from parity.readers.anthropic_admin import COST_FORMAT, USAGE_FORMAT, page_kind, read_usage_report
-from parity.readers.common import csv_header
+from parity.readers.common import PARQUET_MAGIC, csv_header, parquet_columns
 from parity.readers.helicone import is_helicone_row, read_helicone
 from parity.readers.langfuse import is_langfuse_row, read_langfuse
-from parity.readers.litellm import is_litellm_row, read_litellm
+from parity.readers.litellm import is_litellm_database, is_litellm_row, read_litellm
 from parity.readers.otel import read_otlp
 
 Format = Literal["auto", "jsonl", "otlp", "ledger", "litellm", "langfuse", "helicone", "anthropic-usage",
@@ -51,13 +52,15 @@ def is_otlp_document(value: object) -> bool:
 def detect_format(source: str | Path) -> str:
     """The format of a source (one of FORMATS but 'auto'): the one place a log's format is judged.
 
-    A URL is the ledger. Otherwise the file's head decides: the first JSON record (a line, or the first element of
-    a JSON array) is classified by its keys; a CSV header by its column names; a pretty-printed document by the
-    names its head holds. What matches nothing is Exchange JSONL, whose reader reports each bad line.
+    A URL is LiteLLM's database when it holds `LiteLLM_SpendLogs` or names a schema (Prisma's `?schema=`, which
+    a Parity ledger URL never has), else Parity's ledger. Otherwise the file's head decides: Parquet (its magic
+    bytes) and CSV by their column names; the first JSON record (a line, or the first element of a JSON array) by
+    its keys; a pretty-printed document by the names its head holds. What matches nothing is Exchange JSONL, whose
+    reader reports each bad line.
     """
     text = str(source)
     if "://" in text:
-        return "ledger"
+        return "litellm" if "schema=" in text.partition("?")[2] or is_litellm_database(text) else "ledger"
     path = Path(source)
     if not path.is_file():
         raise InputError("no such file (give a log file or a ledger URL)", file=text)
@@ -66,16 +69,16 @@ def detect_format(source: str | Path) -> str:
             head = handle.read(HEAD_BYTES)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror or exc}", file=text) from None
+    if head.startswith(PARQUET_MAGIC):
+        return _classify_columns(set(parquet_columns(path)), text)
     body = head.lstrip().lstrip(b"\xef\xbb\xbf")
     first, newline, _ = body.partition(b"\n")
     if not first.strip():
         return "jsonl"
     if not body.startswith((b"{", b"[")):
         columns = set(csv_header(body))
-        if is_litellm_row(columns):
-            return "litellm"
-        if is_langfuse_row(columns):
-            return "langfuse"
+        if is_litellm_row(columns) or is_langfuse_row(columns):
+            return _classify_columns(columns, text)
         return "jsonl"
     try:
         record = json.loads(first) if newline or len(head) < HEAD_BYTES else None
@@ -89,6 +92,17 @@ def detect_format(source: str | Path) -> str:
     if record is not None:
         return _classify(record)
     return _classify_text(head)
+
+
+def _classify_columns(columns: set[str], file: str) -> str:
+    """A table's format (CSV header or Parquet schema) by its column names; a Parquet file matching none is an
+    error, as no reader could make sense of it."""
+    if is_litellm_row(columns):
+        return "litellm"
+    if is_langfuse_row(columns):
+        return "langfuse"
+    raise InputError("a Parquet file whose columns match no export Parity reads (Langfuse observations, LiteLLM "
+                     f"spend logs); its columns: {', '.join(sorted(columns)[:12])}", file=file)
 
 
 def _classify(record: Any) -> str:

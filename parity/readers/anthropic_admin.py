@@ -14,14 +14,19 @@ so such rows for models with one are reported too (request `group_by[]=context_w
 Cost rows: `amount` is a decimal string in **cents** ("123.45" = $1.2345), `currency`, `cost_type`
 (tokens|web_search|code_execution|session_usage), `token_type` (`uncached_input_tokens`, `output_tokens`,
 `cache_read_input_tokens`, `cache_creation.ephemeral_5m_input_tokens`, `cache_creation.ephemeral_1h_input_tokens`),
-`model`, `service_tier`, `description`.
+`model`, `service_tier`, `description`. Only a report grouped by `description` carries those per row.
+
+`fetch_report` gets either report from the API (or the emulator) with an Admin API key ($ANTHROPIC_ADMIN_KEY),
+every page of it, and `write_pages` saves the pages as a file these readers read like any other.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -59,7 +64,7 @@ def page_kind(value: Any) -> str | None:
 
 def _buckets(path: str | Path) -> Iterator[tuple[int, Any, Any]]:
     """(line, bucket, result) over every page in the file; malformed shapes come back as (line, None, RowError)."""
-    for line, page in json_records(path):
+    for line, page, _ in json_records(path):
         if isinstance(page, RowError):
             yield line, None, page
             continue
@@ -128,6 +133,102 @@ def _usage_row(bucket: Mapping[str, Any], result: Any, table: Any) -> Exchange:
                     tags=tags)
 
 
+# --- fetching the reports from the API --------------------------------------------------------------------
+
+ADMIN_KEY_ENV = "ANTHROPIC_ADMIN_KEY"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+ADMIN_API_VERSION = "2023-06-01"
+REPORTS = {
+    USAGE_FORMAT: ("/v1/organizations/usage_report/messages",
+                   {"bucket_width": "1h", "limit": "168",
+                    "group_by[]": ["model", "service_tier", "context_window", "inference_geo"]}),
+    COST_FORMAT: ("/v1/organizations/cost_report",
+                  {"bucket_width": "1d", "limit": "31", "group_by[]": ["description"]}),
+}
+"""Report → (path, query): usage by the hour per model, tier, context window and geo (what pricing needs); cost by
+the day per description (what carries model, token type and tier)."""
+MAX_PAGES = 10_000
+
+
+def admin_key(value: str | None = None) -> str:
+    """The Admin API key: `value`, else $ANTHROPIC_ADMIN_KEY; missing, an error that says which variable to set."""
+    key = (value or os.environ.get(ADMIN_KEY_ENV) or "").strip()
+    if not key:
+        raise InputError(f"set {ADMIN_KEY_ENV} to an Admin API key (sk-ant-admin..., made in the Console under "
+                         "Settings > Admin keys) to fetch Anthropic's reports, or give the report as a file")
+    return key
+
+
+def api_root(base_url: str | None = None) -> str:
+    """Where the Admin API is: `base_url`, else $ANTHROPIC_BASE_URL, else the API itself."""
+    return (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def fetch_report(kind: str, starting_at: datetime, ending_at: datetime, *, key: str | None = None,
+                 base_url: str | None = None, transport: Any = None, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every page of one Admin API report (`anthropic-usage` or `anthropic-cost`) for [starting_at, ending_at),
+    following `next_page` while `has_more`: the pages as the API sent them, for the readers above.
+
+    `base_url` is read by `api_root`; `transport` is an httpx2 transport (tests pass the
+    emulator's). An HTTP error stops with the API's own message; a refused key says it must be an admin key."""
+    import httpx2
+
+    path, fixed = REPORTS[kind]
+    root = api_root(base_url)
+    query: dict[str, Any] = {**fixed, "starting_at": _rfc3339(starting_at), "ending_at": _rfc3339(ending_at)}
+    headers = {"x-api-key": admin_key(key), "anthropic-version": ADMIN_API_VERSION}
+    pages: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    with httpx2.Client(base_url=root, headers=headers, timeout=timeout_s, transport=transport) as client:
+        while len(pages) < MAX_PAGES:
+            try:
+                response = client.get(path, params=query)
+            except httpx2.HTTPError as exc:
+                raise InputError(f"cannot reach {root}: {exc}", field=BASE_URL_ENV) from None
+            page = _page_of(response, root + path)
+            pages.append(page)
+            token = page.get("next_page")
+            if not page.get("has_more"):
+                return pages
+            if not isinstance(token, str) or not token or token in seen:
+                raise InputError(f"{root}{path} said has_more but gave no new next_page (page {len(pages)}); the "
+                                 "pages read so far are incomplete")
+            seen.add(token)
+            query["page"] = token
+    raise InputError(f"{root}{path} kept paging past {MAX_PAGES} pages; ask for a shorter window")
+
+
+def _page_of(response: Any, url: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code >= 400:
+        error = body.get("error") if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping) else {}
+        what = f"{response.status_code} {error.get('type', 'error')}: {error.get('message', response.text[:200])}"
+        if response.status_code in (401, 403):
+            raise InputError(f"{url} refused the key ({what}); {ADMIN_KEY_ENV} must be an Admin API key "
+                             "(sk-ant-admin...) of the organisation", field=ADMIN_KEY_ENV)
+        raise InputError(f"{url} answered {what}")
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list) or "has_more" not in body:
+        raise InputError(f"{url} did not answer with a report page (data, has_more, next_page)")
+    return body
+
+
+def write_pages(pages: list[dict[str, Any]], path: str | Path) -> Path:
+    """Save fetched pages one per line: a file every reader here (and `--cost-report`) reads back."""
+    from parity.files import write_atomic
+
+    return write_atomic(path, "".join(json.dumps(page, separators=(",", ":")) + "\n" for page in pages))
+
+
+def _rfc3339(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True)
 class CostLine:
     """One cost-report row: the day, model, Parity category (or the report's own cost type) and USD amount."""
@@ -166,6 +267,9 @@ def _cost_row(bucket: Mapping[str, Any], result: Any, line: int) -> CostLine:
     if cents is None:
         raise RowError("amount is missing")
     day = timestamp(bucket.get("starting_at"), "starting_at").date()
+    if result.get("cost_type") is None and result.get("token_type") is None and result.get("description") is None:
+        raise RowError("this row has no cost_type, token_type or model: the report was not grouped by description; "
+                       "request it with group_by[]=description (`parity reconcile` does when it fetches it)")
     model = model_id(result.get("model"), "model") if result.get("model") else "(no model)"
     kind = str(result.get("cost_type") or "tokens")
     if kind == "tokens":
@@ -178,5 +282,6 @@ def _cost_row(bucket: Mapping[str, Any], result: Any, line: int) -> CostLine:
     return CostLine(day, model, category, cents.scaleb(-2), line)
 
 
-__all__ = ["COST_FORMAT", "TOKEN_TYPES", "USAGE_FORMAT", "CostLine", "page_kind", "read_cost_report",
-           "read_usage_report"]
+__all__ = ["ADMIN_KEY_ENV", "BASE_URL_ENV", "COST_FORMAT", "DEFAULT_BASE_URL", "TOKEN_TYPES", "USAGE_FORMAT",
+           "CostLine", "admin_key", "api_root", "fetch_report", "page_kind", "read_cost_report", "read_usage_report",
+           "write_pages"]

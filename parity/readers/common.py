@@ -5,6 +5,10 @@ tokens its own way (inclusive or exclusive of cache tokens; 1-hour writes split 
 An importer reads its row's fields, settles those conventions, and hands the five billed counts here; this module
 builds the one usage object `parity.pricing.cost` reads, so every source is priced by the same rules.
 
+Files are read here too, whatever their shape: `records` gives (line, record) for CSV, JSON (lines, an array or
+one document, by the one JSON reader `json_records`, which OTLP uses as well) and Parquet (with pyarrow, an
+optional extra), and `rows` runs an importer's row function over them, or over a database table's rows.
+
 A row that cannot be read raises `RowError` (the reader yields it as Rejected with its line, nothing else is lost);
 numbers that contradict the convention the reader assumed for its file raise `SemanticsError`, which stops the
 read: guessing would misprice every row after it.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -92,7 +96,10 @@ def money(value: Any, field: str) -> Decimal | None:
 
 
 def timestamp(value: Any, field: str) -> datetime:
-    """A UTC datetime from RFC 3339, `YYYY-MM-DD HH:MM:SS.ffffff` (Langfuse, LiteLLM CSV) or epoch seconds/ms."""
+    """A UTC datetime from RFC 3339, `YYYY-MM-DD HH:MM:SS.ffffff` (Langfuse, LiteLLM CSV), epoch seconds/ms, or
+    a datetime (Parquet and database columns; without a zone it is UTC, as LiteLLM and Langfuse store it)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = value / 1000 if value > 10**11 else value
         return datetime.fromtimestamp(seconds, timezone.utc)
@@ -181,13 +188,44 @@ def split_inclusive(total: int, read: int, write: int, *, field: str, file: str,
 
 # --- file shapes ----------------------------------------------------------------------------------------
 
+PARQUET_MAGIC = b"PAR1"
+"""The four bytes every Parquet file starts (and ends) with."""
+PARQUET_EXTRA = "pip install 'parity[parquet]'"
 
-def json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line, decoded value) for JSON lines, or for each element of a file holding one JSON array/document.
+Records = Iterable[tuple[int, Any]]
+"""(line or row number, record or RowError) pairs: what every file shape, and a database table, yields."""
+
+
+def file_shape(path: str | Path) -> str:
+    """'parquet' (by its magic bytes), 'json' (the first byte past whitespace and a BOM is `{` or `[`) or 'csv'."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    return "json" if head.lstrip().lstrip(b"\xef\xbb\xbf").lstrip()[:1] in (b"{", b"[") else "csv"
+
+
+def records(path: str | Path, shape: str | None = None) -> Records:
+    """The records of a CSV, JSON (lines, array or document) or Parquet file, its shape found if not given."""
+    shape = shape or file_shape(path)
+    if shape == "csv":
+        return csv_records(path)
+    if shape == "parquet":
+        return parquet_records(path)
+    return ((line, value) for line, value, _ in json_records(path))
+
+
+def json_records(path: str | Path) -> Iterator[tuple[int, Any, str | None]]:
+    """(line, decoded value, document) for JSON lines, or for each element of a file holding one JSON
+    array/document: the one JSON reader every importer uses.
 
     JSON lines are streamed and decoded one by one, so a bad line is reported as (line, RowError) and the rest
-    still read. A whole-file document (pretty-printed, or a JSON array) yields its array items at the line where
-    each starts, or the document itself at line 1.
+    still read; `document` is then None. A whole-file document (pretty-printed, or a JSON array) yields its array
+    items at the line where each starts, or the document itself at line 1, with `document` the file's text, so a
+    reader can place nested records on their own lines (OTLP spans by their spanId).
     """
     with open(path, encoding="utf-8", errors="replace") as handle:
         first = ""
@@ -203,19 +241,19 @@ def json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
                 if not raw.strip():
                     continue
                 try:
-                    yield number, json.loads(raw)
+                    yield number, json.loads(raw), None
                 except ValueError as exc:
-                    yield number, RowError(f"not valid JSON ({exc})")
+                    yield number, RowError(f"not valid JSON ({exc})"), None
             return
         handle.seek(0)
         text = handle.read()
     try:
         whole = json.loads(text)
     except ValueError as exc:
-        yield getattr(exc, "lineno", 1), RowError(f"not valid JSON, nor JSON lines ({exc})")
+        yield getattr(exc, "lineno", 1), RowError(f"not valid JSON, nor JSON lines ({exc})"), None
         return
     if not isinstance(whole, list):
-        yield 1, whole
+        yield 1, whole, text
         return
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
@@ -225,7 +263,7 @@ def json_records(path: str | Path) -> Iterator[tuple[int, Any]]:
             pos += 1
         line += text.count("\n", counted, pos)  # counted once, item by item: linear in the file
         counted = pos
-        yield line, item
+        yield line, item, text
         try:
             pos = decoder.raw_decode(text, pos)[1]
         except ValueError:
@@ -280,12 +318,44 @@ def csv_header(head: bytes) -> list[str]:
         return []
 
 
-def rows(path: str | Path, read_row: Any, *, is_csv: bool = False) -> Iterator[tuple[int, Exchange | Rejected]]:
-    """Run `read_row(line, record)` over a file's records, turning RowError into Rejected (file, line, reason).
+def _parquet(path: str | Path) -> Any:
+    """`pyarrow.parquet`, or an error saying how to install it (Parquet is an optional extra)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(f"this is a Parquet file; reading it needs pyarrow: {PARQUET_EXTRA}",
+                         file=str(path)) from None
+    return pq
+
+
+def parquet_columns(path: str | Path) -> list[str]:
+    """The column names of a Parquet file (for format detection)."""
+    pq = _parquet(path)
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
+        raise InputError(f"unreadable Parquet file ({exc})", file=str(path)) from None
+
+
+def parquet_records(path: str | Path, batch_rows: int = 4096) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """(row number from 1, row as a dict by column) for a Parquet file, a row group at a time; map columns
+    (Langfuse's `usage_details`, `cost_details`) come back as dicts, timestamps as datetimes."""
+    pq = _parquet(path)
+    number = 0
+    try:
+        handle = pq.ParquetFile(path)
+        for batch in handle.iter_batches(batch_size=batch_rows):
+            for row in batch.to_pylist(maps_as_pydicts="lossy"):
+                number += 1
+                yield number, row
+    except Exception as exc:  # a damaged row group: what was read stays, the rest is reported where it starts
+        yield number + 1, RowError(f"unreadable Parquet data from this row on ({exc})")
+
+
+def rows(file: str, source: Records, read_row: Any) -> Iterator[tuple[int, Exchange | Rejected]]:
+    """Run `read_row(line, record)` over a source's records, turning RowError into Rejected (file, line, reason).
 
     `read_row` returns an Exchange, or None for a record that is not a billed Claude call (skipped by design)."""
-    file = str(path)
-    source = csv_records(path) if is_csv else json_records(path)
     for line, record in source:
         if isinstance(record, RowError):
             yield line, Rejected(file, line, str(record))
@@ -300,7 +370,8 @@ def rows(path: str | Path, read_row: Any, *, is_csv: bool = False) -> Iterator[t
 
 
 __all__ = [
-    "BODIES_TAG", "FORMAT_TAG", "NEEDS_BODIES", "SOURCE_COST_TAG", "RowError", "SemanticsError", "count",
-    "csv_header", "csv_records", "exchange", "json_cell", "json_records", "model_id", "money", "rows",
-    "split_inclusive", "timestamp", "usage",
+    "BODIES_TAG", "FORMAT_TAG", "NEEDS_BODIES", "PARQUET_EXTRA", "PARQUET_MAGIC", "SOURCE_COST_TAG", "Records",
+    "RowError", "SemanticsError", "count", "csv_header", "csv_records", "exchange", "file_shape", "json_cell",
+    "json_records", "model_id", "money", "parquet_columns", "parquet_records", "records", "rows", "split_inclusive",
+    "timestamp", "usage",
 ]

@@ -33,6 +33,7 @@ from parity.readers.common import (
     json_records,
     model_id,
     money,
+    records,
     rows,
     timestamp,
     usage,
@@ -56,12 +57,12 @@ def read_helicone(path: str | Path) -> Iterator[tuple[int, Exchange | Rejected]]
     def read_row(line: int, row: Any) -> Exchange | None:
         return _row(row, file, line, inclusive, state)
 
-    return rows(path, read_row)
+    return rows(file, records(path, "json"), read_row)
 
 
 def _file_convention(path: str | Path) -> bool:
     """True when the file's prompt_tokens include cache tokens (no row has fewer prompt tokens than cache tokens)."""
-    for _, row in json_records(path):
+    for _, row, _ in json_records(path):
         if not isinstance(row, Mapping):
             continue
         try:

@@ -1,5 +1,7 @@
-"""Langfuse observations export → Exchanges: the blob-storage export (`observations_v2/`, JSONL or CSV) and the
-Observations API's rows (camelCase), one observation per line or as a JSON array.
+"""Langfuse observations export → Exchanges: the blob-storage export (`observations_v2/`, JSONL, CSV, or Parquet
+when `pyarrow` is installed: `pip install 'parity[parquet]'`) and the Observations API's rows (camelCase), one
+observation per line or as a JSON array. Every shape carries the same columns; in Parquet the maps are map
+columns and the times timestamps.
 
 Fields (langfuse-docs `blob-storage-export-fields.mdx`): `id`, `trace_id`, `type`, `start_time`, `end_time`,
 `provided_model_name`, `usage_details` (map), `cost_details` (map), `total_cost`, `input`, `output`, `metadata`,
@@ -31,6 +33,7 @@ from parity.readers.common import (
     json_cell,
     model_id,
     money,
+    records,
     rows,
     timestamp,
     usage,
@@ -48,13 +51,10 @@ def is_langfuse_row(keys: Any) -> bool:
                  "totalCost", "calculatedTotalCost"})
 
 
-def read_langfuse(path: str | Path, *, is_csv: bool | None = None) -> Iterator[tuple[int, Exchange | Rejected]]:
-    """Yield (line, Exchange | Rejected) for every GENERATION observation."""
-    if is_csv is None:
-        with open(path, "rb") as handle:
-            is_csv = handle.read(1).lstrip() not in (b"{", b"[")
+def read_langfuse(path: str | Path, *, shape: str | None = None) -> Iterator[tuple[int, Exchange | Rejected]]:
+    """Yield (line, or row of a Parquet file; Exchange | Rejected) for every GENERATION observation."""
     file = str(path)
-    return rows(path, lambda line, row: _row(row, file, line), is_csv=is_csv)
+    return rows(file, records(path, shape), lambda line, row: _row(row, file, line))
 
 
 def _get(row: Mapping[str, Any], snake: str, camel: str) -> Any:

@@ -1,5 +1,6 @@
-"""LiteLLM spend logs → Exchanges: a CSV export of the `LiteLLM_SpendLogs` table, or the JSON rows `/spend/logs`
-returns (a JSON array, or one row per line).
+"""LiteLLM spend logs → Exchanges: a CSV export of the `LiteLLM_SpendLogs` table, the JSON rows `/spend/logs`
+returns (a JSON array, or one row per line), or the table itself at a `postgresql://` URL (LiteLLM's own
+DATABASE_URL; Prisma's `?schema=NAME` picks the schema). The database is only read, rows in startTime order.
 
 Columns (BerriAI/litellm `schema.prisma`): `request_id`, `call_type`, `spend`, `prompt_tokens`,
 `completion_tokens`, `startTime`, `endTime`, `model`, `custom_llm_provider`, `metadata` (JSON), `cache_hit`,
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from parity.errors import InputError
 from parity.exchange import Exchange, Rejected
 from parity.readers.common import (
     RowError,
@@ -32,6 +34,7 @@ from parity.readers.common import (
     json_cell,
     model_id,
     money,
+    records,
     rows,
     split_inclusive,
     timestamp,
@@ -47,17 +50,109 @@ def is_litellm_row(keys: Any) -> bool:
     return COLUMNS <= set(keys)
 
 
-def read_litellm(path: str | Path, *, is_csv: bool | None = None) -> Iterator[tuple[int, Exchange | Rejected]]:
-    """Yield (line, Exchange | Rejected) for every row; skipped rows (response-cache hits) yield nothing."""
-    file = str(path)
-    if is_csv is None:
-        with open(path, "rb") as handle:
-            is_csv = handle.read(1).lstrip() not in (b"{", b"[")
+def read_litellm(source: str | Path, *, shape: str | None = None) -> Iterator[tuple[int, Exchange | Rejected]]:
+    """Yield (line, Exchange | Rejected) for every row of a spend-log file, or of `LiteLLM_SpendLogs` at a
+    `postgresql://` URL (then `line` is the row's place in startTime order, and a reason names its request_id);
+    skipped rows (response-cache hits) yield nothing."""
+    text = str(source)
+    if "://" in text:
+        file = display_url(text)
 
-    def read_row(line: int, row: Any) -> Exchange | None:
-        return _row(row, file, line)
+        def read_db_row(line: int, row: Any) -> Exchange | None:
+            try:
+                return _row(row, file, line)
+            except RowError as exc:
+                raise RowError(f"request_id {row.get('request_id')!r}: {exc}") from None
 
-    return rows(path, read_row, is_csv=is_csv)
+        return rows(file, database_rows(text), read_db_row)
+    return rows(text, records(source, shape), lambda line, row: _row(row, text, line))
+
+
+# --- the LiteLLM_SpendLogs table --------------------------------------------------------------------------
+
+TABLE = "LiteLLM_SpendLogs"
+SCHEMA_PARAM = "schema"
+"""Prisma's `?schema=NAME` in LiteLLM's DATABASE_URL: the PostgreSQL schema its tables live in (default public)."""
+
+
+def _split_url(url: str) -> tuple[Any, str | None]:
+    """(SQLAlchemy URL on psycopg 3, PostgreSQL schema) for a LiteLLM DATABASE_URL; `?schema=` is Prisma's, not
+    libpq's, so it is taken out of the URL and applied to the table instead."""
+    import sqlalchemy as sa
+
+    from parity.ledger.schema import ledger_url  # the one place `postgresql://` is mapped to psycopg 3
+
+    try:
+        parsed = sa.engine.make_url(ledger_url(url))
+    except sa.exc.ArgumentError as exc:
+        raise InputError(f"not a database URL ({exc})", file=display_url(url)) from None
+    schema = parsed.query.get(SCHEMA_PARAM)
+    if isinstance(schema, tuple):
+        schema = schema[-1]
+    return parsed.difference_update_query([SCHEMA_PARAM]), schema or None
+
+
+def display_url(url: str) -> str:
+    """The URL with its password masked, as reports and errors show it."""
+    try:
+        import sqlalchemy as sa
+
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: nothing to mask reliably, so show only the scheme
+        return url.split("://", 1)[0] + "://..."
+
+
+def _engine(url: str) -> tuple[Any, str | None]:
+    import sqlalchemy as sa
+
+    parsed, schema = _split_url(url)
+    if not parsed.drivername.startswith("postgresql"):
+        raise InputError("LiteLLM keeps its spend logs in PostgreSQL; give a postgresql:// URL",
+                         file=display_url(url))
+    return sa.create_engine(parsed, connect_args={"connect_timeout": 10}), schema
+
+
+def is_litellm_database(url: str) -> bool:
+    """Whether a database URL holds LiteLLM's `LiteLLM_SpendLogs` table (in `?schema=`, else public)."""
+    import sqlalchemy as sa
+
+    if not url.startswith(("postgresql", "postgres")):
+        return False
+    engine, schema = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return sa.inspect(conn).has_table(TABLE, schema=schema)
+    except sa.exc.SQLAlchemyError as exc:
+        raise InputError(f"cannot read the database: {_first_line(exc)}", file=display_url(url)) from None
+    finally:
+        engine.dispose()
+
+
+def database_rows(url: str, batch_rows: int = 1000) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(place in startTime order from 1, row as a dict by column) from `LiteLLM_SpendLogs`, streamed; the table is
+    reflected, so columns LiteLLM adds later come along (and ones it drops are simply absent)."""
+    import sqlalchemy as sa
+
+    engine, schema = _engine(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                table = sa.Table(TABLE, sa.MetaData(), schema=schema, autoload_with=conn)
+            except sa.exc.NoSuchTableError:
+                where = f"schema {schema!r}" if schema else "the default schema (add ?schema=NAME for another)"
+                raise InputError(f"no table {TABLE} in {where}", file=display_url(url)) from None
+            order = [table.c[name] for name in ("startTime", "request_id") if name in table.c]
+            query = sa.select(table).order_by(*order).execution_options(stream_results=True, yield_per=batch_rows)
+            for number, row in enumerate(conn.execute(query), start=1):
+                yield number, dict(row._mapping)
+    except sa.exc.SQLAlchemyError as exc:
+        raise InputError(f"cannot read {TABLE}: {_first_line(exc)}", file=display_url(url)) from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().split("\n", 1)[0]
 
 
 def _truthy(value: Any) -> bool:
@@ -139,4 +234,5 @@ def _request(row: Mapping[str, Any], model: str) -> dict[str, Any] | None:
     return request
 
 
-__all__ = ["COLUMNS", "FORMAT", "is_litellm_row", "read_litellm"]
+__all__ = ["COLUMNS", "FORMAT", "TABLE", "database_rows", "display_url", "is_litellm_database", "is_litellm_row",
+           "read_litellm"]

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.exchange import Exchange, Rejected
+from parity.readers.common import RowError, json_records
 
 CLAUDE_PROVIDERS = frozenset({"anthropic", "aws.bedrock", "gcp.vertex_ai", "gcp.gen_ai", "azure.ai.inference", "azure.ai.foundry"})
 CHAT_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "messages", "completion"})
@@ -104,43 +105,15 @@ def read_otlp(
 ) -> Iterator[tuple[int, Exchange | Rejected]]:
     """Yield (line, Exchange or Rejected) for each Claude GenAI span in an OTLP JSON file; never stops on bad input.
 
-    `line` is the 1-based line of the span's `spanId` in a pretty-printed document, or the JSON line holding it.
+    `line` is the 1-based line of the span's `spanId` in a pretty-printed document, or the JSON line holding it
+    (the file is read by `common.json_records`, as every JSON importer's is).
     """
     name = str(path)
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        first = ""
-        for raw in handle:
-            if raw.strip():
-                first = raw
-                break
-        if not first:
-            return
-        try:
-            first_doc = json.loads(first)
-        except ValueError:
-            first_doc = None
-        if isinstance(first_doc, dict):  # JSON lines: one export per line
-            handle.seek(0)
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    doc = json.loads(raw)
-                except ValueError as exc:
-                    yield number, Rejected(name, number, f"not valid JSON ({exc})")
-                    continue
-                for _, item in _document(doc, name, number, None, input_includes_cache):
-                    yield number, item
-            return
-        handle.seek(0)
-        text = handle.read()
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        line = getattr(exc, "lineno", 1)
-        yield line, Rejected(name, line, f"not valid JSON, nor JSON lines ({exc})")
-        return
-    yield from _document(doc, name, 1, text, input_includes_cache)
+    for line, doc, text in json_records(path):
+        if isinstance(doc, RowError):
+            yield line, Rejected(name, line, str(doc))
+            continue
+        yield from _document(doc, name, line, text, input_includes_cache)
 
 
 def span_to_exchange(span: Mapping[str, Any], resource: Mapping[str, Any] | None = None, *,

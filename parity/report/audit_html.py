@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from parity.audit.report import BUG_PATTERNS
 from parity.files import write_atomic
 from parity.pricing import format_usd
 from parity.report import plots
@@ -31,6 +32,8 @@ CATEGORY_LABELS = {
 LEVER_LABELS = {"cache": "prompt caching", "batch": "Batch API", "rightsize": "right-size", "cost": "cost",
                 "tokens": "tokens"}
 MAX_ROWS = 50
+PATTERN_LABELS = dict(BUG_PATTERNS)
+"""`sources[].explanation_id` → what the tool got wrong, in words."""
 
 
 def _dec(value: Any) -> Decimal:
@@ -113,6 +116,7 @@ def render_audit_html(report: Mapping[str, Any], *, simulated: bool | None = Non
     page.cards(cards)
 
     _spend_section(page, report, totals)
+    _sources_section(page, report)
     _cache_section(page, report)
     _findings_section(page, report)
     _batch_rightsize_sections(page, report)
@@ -174,6 +178,48 @@ def _spend_section(page: Page, report: Mapping[str, Any], totals: Mapping[str, A
             [_label(t), f"{int(t.get('requests') or 0):,}", money(t.get("cost_usd")), _pct(_as_pct(t.get("share"))),
              _pct(_as_pct(t.get("output_share")))] for t in top[:MAX_ROWS]
         ], numeric=[1, 2, 3, 4])
+
+
+def _verdict(entry: Mapping[str, Any]) -> str:
+    """How the source's own cost compares with Parity's: agrees, or the named bug pattern, or unexplained."""
+    if entry.get("source_cost_usd") is None:
+        return "no cost in this source"
+    if entry.get("agrees"):
+        return "agrees"
+    pattern = PATTERN_LABELS.get(str(entry.get("explanation_id") or ""))
+    return f"differs: {pattern}" if pattern else "differs: no known bug pattern explains it"
+
+
+def _sources_section(page: Page, report: Mapping[str, Any]) -> None:
+    """Each input's records and Parity's cost beside the source's own (LiteLLM `spend`, Langfuse `total_cost`,
+    Helicone `costUSD`, ...), the difference named by the bug pattern that explains it; then per model."""
+    sources: Sequence[Mapping[str, Any]] = report.get("sources") or []
+    if not sources:
+        return
+    page.heading("Sources: Parity's cost beside each tool's own")
+    page.paragraph("Parity prices every call from its dated price table; where a log carries the tool's own cost, "
+                   "both are shown, and a difference is named when a known cache or batch pricing bug reproduces "
+                   "it.", muted=True)
+    page.table(["path", "format", "records", "priced", "Parity's cost", "source's cost", "difference", "verdict"], [
+        [str(s.get("path", "")), s.get("format", ""), f"{int(s.get('records') or 0):,}",
+         f"{int(s.get('priced') or 0):,}", money(s.get("cost_usd")),
+         "" if s.get("source_cost_usd") is None else money(s.get("source_cost_usd")),
+         "" if s.get("difference_usd") is None else money(s.get("difference_usd")), _verdict(s)]
+        for s in sources[:MAX_ROWS]
+    ], numeric=[2, 3, 4, 5, 6])
+    for s in sources[:MAX_ROWS]:
+        models = s.get("models") or []
+        if s.get("source_cost_usd") is not None and models:
+            page.heading(f"{os.path.basename(str(s.get('path', '')))} by model", 3)
+            page.table(["model", "requests", "Parity's cost", "source's cost", "difference", "verdict"], [
+                [m.get("model", ""), f"{int(m.get('requests') or 0):,}", money(m.get("cost_usd")),
+                 "" if m.get("source_cost_usd") is None else money(m.get("source_cost_usd")),
+                 "" if m.get("difference_usd") is None else money(m.get("difference_usd")), _verdict(m)]
+                for m in models[:MAX_ROWS]
+            ], numeric=[1, 2, 3, 4])
+        if s.get("needs_bodies"):
+            page.paragraph(f"{s.get('path', '')}: cost-level audit only ({s.get('bodies', 'no')} request bodies); "
+                           "not run without them: " + "; ".join(map(str, s["needs_bodies"])) + ".", muted=True)
 
 
 def _as_pct(share: Any) -> Any:

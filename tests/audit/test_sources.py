@@ -67,3 +67,26 @@ def test_source_cost_difference_is_explained() -> None:
     assert Decimal(source["difference_usd"]) < 0 and source["agrees"] is False
     assert source["explanation_id"] == "ttl_1h_at_5m" and "5-minute rate" in source["explanation"]
     assert source["models"][0]["model"] == "claude-sonnet-4-6"
+
+
+def test_html_report_shows_each_source_beside_parity(tmp_path: Path) -> None:
+    from parity.audit.report import BUG_PATTERNS
+    from parity.report.audit_html import money, render_audit_html, write_audit_html
+
+    plain = tmp_path / "plain<b>.jsonl"  # a path that must be escaped, not rendered
+    with open(plain, "w") as out:
+        write_jsonl(_exchanges(5), out)
+    data = audit_exchanges([("tool-export.csv", n, e) for n, e in enumerate(_exchanges(20, source_cost=True), 1)]
+                           + [(str(plain), n, e) for n, e in enumerate(_exchanges(5), 1)]).data
+    page = render_audit_html(data)
+    section = page.split("Sources: Parity&#x27;s cost beside each tool&#x27;s own")[1].split("<h2")[0]
+    tool, other = data["sources"]
+    for cell in ("tool-export.csv", ">20<", money(tool["cost_usd"]), money(tool["source_cost_usd"]),
+                 money(tool["difference_usd"]), money(other["cost_usd"]),
+                 "differs: " + dict(BUG_PATTERNS)["ttl_1h_at_5m"],
+                 "no cost in this source", "plain&lt;b&gt;.jsonl", "tool-export.csv by model", "claude-sonnet-4-6"):
+        assert cell in section, cell
+    assert "plain<b>" not in page
+    assert "differs: " in write_audit_html(data, tmp_path / "audit.html").read_text()
+    del data["sources"]
+    assert "Sources:" not in render_audit_html(data)  # a report without sources (older JSON) still renders

@@ -67,3 +67,54 @@ def test_1h_writes_logged_as_5m_are_named(calls: list[generate.Call], tmp_path: 
     flagged = [r for r in data["rows"] if r["flagged"]]
     assert flagged and {r["cost_type"] for r in flagged} <= {"cache_write_5m", "cache_write_1h", "batch"}
     assert any("1-hour cache writes logged as 5-minute" in r["cause"] for r in flagged)
+
+
+def _mock(pages: list[Any], seen: list[Any]) -> Any:
+    import httpx2
+
+    def answer(request: Any) -> Any:
+        seen.append(request)
+        status, body = pages[min(len(seen), len(pages)) - 1]
+        return httpx2.Response(status, json=body)
+
+    return httpx2.MockTransport(answer)
+
+
+def test_fetch_follows_every_page_with_the_admin_key(monkeypatch: Any) -> None:
+    from datetime import datetime, timezone
+
+    from parity.readers.anthropic_admin import COST_FORMAT, fetch_report
+
+    monkeypatch.setenv("ANTHROPIC_ADMIN_KEY", "sk-ant-admin01-k")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://bill.example")
+    pages = [(200, {"data": [], "has_more": True, "next_page": f"page_{n}"}) for n in range(2)]
+    pages.append((200, {"data": [], "has_more": False, "next_page": None}))
+    seen: list[Any] = []
+    got = fetch_report(COST_FORMAT, datetime(2026, 11, 2, tzinfo=timezone.utc),
+                       datetime(2026, 11, 4, tzinfo=timezone.utc), transport=_mock(pages, seen))
+    assert len(got) == 3 and [r.url.params.get("page") for r in seen] == [None, "page_0", "page_1"]
+    first = seen[0]
+    assert str(first.url).startswith("https://bill.example/v1/organizations/cost_report?")
+    assert first.headers["x-api-key"] == "sk-ant-admin01-k" and first.headers["anthropic-version"] == "2023-06-01"
+    assert first.url.params.get_list("group_by[]") == ["description"]
+    assert first.url.params["starting_at"] == "2026-11-02T00:00:00Z" and first.url.params["bucket_width"] == "1d"
+
+
+def test_fetch_errors_say_what_went_wrong(monkeypatch: Any) -> None:
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from parity.errors import InputError
+    from parity.readers.anthropic_admin import USAGE_FORMAT, fetch_report
+
+    day = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    monkeypatch.delenv("ANTHROPIC_ADMIN_KEY", raising=False)
+    with pytest.raises(InputError, match="set ANTHROPIC_ADMIN_KEY"):
+        fetch_report(USAGE_FORMAT, day, day, transport=_mock([], []))
+    stuck = [(200, {"data": [], "has_more": True, "next_page": "page_a"})]
+    with pytest.raises(InputError, match="no new next_page"):
+        fetch_report(USAGE_FORMAT, day, day, key="sk-ant-admin01-k", transport=_mock(stuck, []))
+    broken = [(500, {"type": "error", "error": {"type": "api_error", "message": "Internal server error"}})]
+    with pytest.raises(InputError, match="500 api_error: Internal server error"):
+        fetch_report(USAGE_FORMAT, day, day, key="sk-ant-admin01-k", transport=_mock(broken, []))
