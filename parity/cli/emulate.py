@@ -65,7 +65,9 @@ def emulate(
     stall_s: float = typer.Option(30.0, help="How long a 'stall' fault pauses a stream."),
     batch_processing_s: float = typer.Option(60.0, help="How long a Message Batch takes to end."),
 ) -> None:
-    """Serve a local Claude API (simulated models) at http://HOST:PORT for the anthropic SDK."""
+    """Serve a local Claude API (simulated models) at http://HOST:PORT for the anthropic SDK: Messages (and
+    streaming), count_tokens, Message Batches, Models, and the Admin API's usage and cost reports for the calls it
+    answered (with an `sk-ant-admin...` key)."""
     import uvicorn
 
     from parity.emulator.faults import FaultSchedule

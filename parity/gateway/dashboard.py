@@ -42,6 +42,7 @@ class GatewayDashboard:
     def render(self) -> str:
         """The page as HTML (blocking: reads the ledger and draws the charts)."""
         from parity.audit.summary import LedgerSummary, summarize
+        from parity.gateway.keys import spent_by_key
         from parity.report.dashboard import certificate_rows, key_rows, render_dashboard
 
         g = self.gateway
@@ -49,7 +50,9 @@ class GatewayDashboard:
         baselines = {name: task.baseline_model for name, task in g.tasks.policy.tasks.items()}
         summary = summarize(url, baselines=baselines) if url else LedgerSummary()
         drift = {task: monitor.status() for task, monitor in sorted(g.monitors.items())}
-        keys = key_rows(g.keys.list(), g.limits.spent) if g.keys is not None else None
+        # every replica's spend on a ledger (its running totals), this gateway's own without one
+        spent = spent_by_key(url) if url else g.limits.spent
+        keys = key_rows(g.keys.list(), spent) if g.keys is not None else None
         return render_dashboard(
             summary, drift=drift, drift_source="Live drift state of this gateway's monitors.",
             certificates=certificate_rows(g.tasks.policy, g.tasks.refused), keys=keys, refresh_s=self.refresh_s,

@@ -428,20 +428,15 @@ def _unauthorized() -> APIError:
 
 
 def spent_by_key(ledger_url: str) -> dict[str, Decimal]:
-    """Total exact cost per gateway key id recorded in a ledger (read once at gateway start)."""
-    import sqlalchemy as sa
-
-    from parity.ledger.schema import create_engine, exchanges, ledger_url as normalise
+    """Total exact charge per gateway key id in a ledger: its running totals (`key_spend`, kept in the same
+    transaction as the rows), so neither a gateway's start nor a dashboard refresh sums the ledger, and on a
+    shared ledger every replica's spend is in it."""
+    from parity.ledger.budget import charged
+    from parity.ledger.schema import create_engine, ledger_url as normalise
 
     engine = create_engine(normalise(ledger_url))
-    totals: dict[str, Decimal] = {}
     try:
         with engine.connect() as conn:
-            amount = sa.func.coalesce(exchanges.c.charged_usd, exchanges.c.cost_usd)
-            query = sa.select(exchanges.c.key_id, amount).where(exchanges.c.key_id.is_not(None))
-            for key_id, cost in conn.execute(query):
-                if cost:
-                    totals[key_id] = totals.get(key_id, Decimal(0)) + Decimal(cost)
+            return charged(conn)
     finally:
         engine.dispose()
-    return totals
