@@ -29,8 +29,8 @@ from parity.report.tables import fit
 CANDIDATE = "claude-haiku-4-5"
 CANDIDATES = {"ticket_triage": (CANDIDATE,), "refund_calc": (CANDIDATE,)}
 """What each task is tested against. More candidates split α between them (Bonferroni), which at this volume and
-margin leaves each too little power: on the emulator, Haiku 4.5 and Sonnet 5.5 tested together on the refunds both
-end inconclusive."""
+margin leaves each too little power: on the emulator, Sonnet 5.5 tested beside Haiku 4.5 on the refunds ends
+inconclusive after all 74 test prompts, and Haiku is refused either way."""
 VERDICT_STYLE = {"switch": "bold green", "do_not_switch": "bold red", "inconclusive": "bold yellow"}
 
 
