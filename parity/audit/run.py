@@ -21,6 +21,7 @@ from parity.audit.report import AuditReport, SourceTally, add_sources, build_rep
 from parity.errors import InputError
 from parity.exchange import Exchange, Rejected, read_jsonl_span
 from parity.pricing import PriceTable
+from parity.ledger.schema import display_url
 from parity.readers import FORMATS, detect_format, read_exchanges
 
 __all__ = ["AuditOptions", "AuditReport", "Auditor", "audit_exchanges", "audit_paths"]
@@ -83,7 +84,8 @@ def audit_paths(
         kind = detect_format(path) if fmt == "auto" else fmt
         if kind not in FORMATS or kind == "auto":
             raise InputError(f"unknown input format {kind!r}; use one of {', '.join(FORMATS)}", field="format")
-        tally = SourceTally(path, kind, pricer)
+        name = display_url(path)  # a database URL is named without its password everywhere in the report
+        tally = SourceTally(name, kind, pricer)
         tallies.append(tally)
         if kind == "jsonl":
             if not os.path.exists(path):
@@ -97,13 +99,13 @@ def audit_paths(
             else:
                 for line, item, pos in read_jsonl_span(path):
                     tally.observe(item)
-                    auditor.observe(path, line, item)
+                    auditor.observe(name, line, item)
                     if progress and line % 2000 == 0:
                         progress(done_before + pos, total)
         else:
             for line, item in read_exchanges(path, format=kind):  # type: ignore[arg-type]
                 tally.observe(item)
-                auditor.observe(path, line, item)
+                auditor.observe(name, line, item)
         done_before += sizes[path]
         if progress:
             progress(done_before, total)

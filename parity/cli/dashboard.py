@@ -44,7 +44,7 @@ def render_page(ledger: str, *, policy: Optional[Path] = None, store: Any = None
                 prices: Optional[list[Path]] = None, refresh_s: int = 15) -> str:
     """The dashboard page for a ledger, read afresh (each refresh shows what the gateways wrote since)."""
     from parity.audit.summary import drift_states, summarize
-    from parity.gateway.dashboard import display_url
+    from parity.ledger.schema import display_url
     from parity.policy import load_policy
     from parity.pricing import PriceTable
     from parity.report.dashboard import certificate_rows, key_rows, render_dashboard

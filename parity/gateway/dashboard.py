@@ -43,6 +43,7 @@ class GatewayDashboard:
         """The page as HTML (blocking: reads the ledger and draws the charts)."""
         from parity.audit.summary import LedgerSummary, summarize
         from parity.gateway.keys import spent_by_key
+        from parity.ledger.schema import display_url
         from parity.report.dashboard import certificate_rows, key_rows, render_dashboard
 
         g = self.gateway
@@ -93,19 +94,9 @@ def _basic_password(request: Request) -> str | None:
     return decoded.partition(":")[2] or None
 
 
-def display_url(url: str) -> str:
-    """A ledger URL without its password, for the page."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a plain path is shown as is
-        return url
-
-
 def dashboard_routes(gateway: Any) -> list[BaseRoute]:
     """GET /dashboard for `gateway` (what `create_gateway` registers)."""
     return GatewayDashboard(gateway).routes()
 
 
-__all__ = ["GatewayDashboard", "dashboard_routes", "display_url", "key_allowed", "unauthorized"]
+__all__ = ["GatewayDashboard", "dashboard_routes", "key_allowed", "unauthorized"]

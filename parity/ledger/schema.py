@@ -238,6 +238,16 @@ def ledger_url(value: str) -> str:
     return value
 
 
+def display_url(url: str) -> str:
+    """A database URL with its password masked, as reports, pages and errors show it; a plain path as it is."""
+    if "://" not in url:
+        return url
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not parseable: nothing to mask reliably, so show only the scheme
+        return url.split("://", 1)[0] + "://..."
+
+
 def is_shared(url: str | None) -> bool:
     """Whether a ledger URL is a server several gateway replicas can share (PostgreSQL), not an embedded file."""
     return url is not None and ledger_url(url).startswith("postgresql")

@@ -27,6 +27,7 @@ from typing import Any
 
 from parity.errors import InputError
 from parity.exchange import Exchange, Rejected
+from parity.ledger.schema import display_url
 from parity.readers.common import (
     RowError,
     count,
@@ -90,16 +91,6 @@ def _split_url(url: str) -> tuple[Any, str | None]:
     if isinstance(schema, tuple):
         schema = schema[-1]
     return parsed.difference_update_query([SCHEMA_PARAM]), schema or None
-
-
-def display_url(url: str) -> str:
-    """The URL with its password masked, as reports and errors show it."""
-    try:
-        import sqlalchemy as sa
-
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: nothing to mask reliably, so show only the scheme
-        return url.split("://", 1)[0] + "://..."
 
 
 def _engine(url: str) -> tuple[Any, str | None]:
@@ -234,5 +225,5 @@ def _request(row: Mapping[str, Any], model: str) -> dict[str, Any] | None:
     return request
 
 
-__all__ = ["COLUMNS", "FORMAT", "TABLE", "database_rows", "display_url", "is_litellm_database", "is_litellm_row",
+__all__ = ["COLUMNS", "FORMAT", "TABLE", "database_rows", "is_litellm_database", "is_litellm_row",
            "read_litellm"]

@@ -141,12 +141,25 @@ def test_audit_of_the_table_equals_the_csv_export(database: dict[str, Any], call
 def test_cli_audit_and_reconcile_read_the_url(database: dict[str, Any], fixtures: dict[str, Any],
                                              tmp_path: Path) -> None:
     out = tmp_path / "audit.json"
-    result = CliRunner().invoke(app, ["audit", database["url"], "--json", str(out), "--quiet"])
+    # a password in the URL (the server trusts local connections, so any will do) never reaches the report
+    with_password = database["url"].replace("postgres@", "postgres:s3cret-pw@", 1)
+    result = CliRunner().invoke(app, ["audit", with_password, "--json", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["sources"][0]["format"] == "litellm"
+    source = json.loads(out.read_text())["sources"][0]
+    assert source["format"] == "litellm" and "***" in source["path"]
+    assert "s3cret-pw" not in out.read_text(), _where("s3cret-pw", json.loads(out.read_text()))
     data = reconcile([database["url"]], fixtures["cost_report.json"][0])
     assert data["flagged"] == 0 and Decimal(data["totals"]["difference_usd"]) == 0
     assert data["priced_calls"] == len(generate.calls())
+
+
+def _where(text: str, data: Any, path: str = "") -> list[str]:
+    """The JSON paths at which `text` occurs in a string."""
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _where(text, v, f"{path}.{k}")]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _where(text, v, f"{path}[{i}]")]
+    return [path] if isinstance(data, str) and text in data else []
 
 
 def test_response_cache_hits_are_skipped(database: dict[str, Any]) -> None:
