@@ -6,9 +6,6 @@ to it cell by cell, and a planted difference is flagged."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -18,7 +15,6 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 import parity
@@ -32,6 +28,8 @@ from parity.readers import read_exchanges
 from parity.readers.anthropic_admin import COST_FORMAT, USAGE_FORMAT, fetch_report, read_cost_report
 from parity.reconcile import fetch_cost_report, reconcile
 from parity.wrap import flush
+
+from servers import uvicorn_on_socket
 
 from .conftest import ScriptBrain, text_reply
 
@@ -78,26 +76,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     brain = ScriptBrain().always(lambda request: text_reply(f"Answer to: {request.last_user_text} " * 4))
     emulator = Emulator(brain=brain, clock=ManualClock(START.timestamp()))
     emulator.batches.processing_s = "instant"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(emulator.app(), log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    log = tmp_path_factory.mktemp("admin") / "exchanges.jsonl"
-    with anthropic.Anthropic(base_url=base_url, api_key="sk-ant-api03-user", max_retries=0) as sdk:
-        client = parity.wrap(sdk, sink=str(log), clock=emulator.clock.now)
-        _traffic(client, emulator)
-        assert flush(client)
-    yield {"emulator": emulator, "base_url": base_url, "log": log}
-    server.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
+    with uvicorn_on_socket(emulator.app(), lifespan="off") as base_url:
+        log = tmp_path_factory.mktemp("admin") / "exchanges.jsonl"
+        with anthropic.Anthropic(base_url=base_url, api_key="sk-ant-api03-user", max_retries=0) as sdk:
+            client = parity.wrap(sdk, sink=str(log), clock=emulator.clock.now)
+            _traffic(client, emulator)
+            assert flush(client)
+        yield {"emulator": emulator, "base_url": base_url, "log": log}
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from parity.api.errors import APIError, invalid
 from parity.emulator.batches import BatchStore, results_url
 from parity.emulator.clock import ManualClock
 from parity.exchange import parse_time
+
+from servers import uvicorn_on_socket
 from tests.emulator.conftest import MODEL, USER, headers
 
 DAY = 24 * 3600.0
@@ -507,30 +509,10 @@ def test_results_are_jsonl_framed_for_the_sdk_decoder(raw, emulator):
 
 
 def test_results_url_points_at_the_socket_the_client_used(emulator):
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(emulator.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start within 10 s"
-        with anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="sk-test", max_retries=0) as client:
+    with uvicorn_on_socket(emulator.app(), lifespan="off") as base_url:
+        with anthropic.Anthropic(base_url=base_url, api_key="sk-test", max_retries=0) as client:
             batch_id = make(client, 2)
             emulator.clock.advance(60)
             batch = client.messages.batches.retrieve(batch_id)
-            assert batch.results_url == f"http://127.0.0.1:{port}/v1/messages/batches/{batch_id}/results"
+            assert batch.results_url == f"{base_url}/v1/messages/batches/{batch_id}/results"
             assert sorted(x.custom_id for x in client.messages.batches.results(batch_id)) == ["r0", "r1"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

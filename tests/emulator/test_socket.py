@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import anthropic
 import httpx
 import httpx2
 import pytest
-import uvicorn
 
 from parity.emulator.clock import ManualClock
 from parity.emulator.faults import FaultSchedule
 from parity.emulator.service import Emulator
+
+from servers import start_serve, uvicorn_on_socket
 
 from .conftest import MODEL, USER, ScriptBrain, text_reply, tool_reply
 
@@ -24,21 +21,8 @@ def served():
     brain = ScriptBrain()
     emulator = Emulator(brain=brain, clock=ManualClock(), faults=FaultSchedule(stall_s=0.05, timeout_s=0.05))
     emulator.batches.processing_s = "instant"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(emulator.app(), log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    yield emulator, brain, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
-    sock.close()
+    with uvicorn_on_socket(emulator.app(), lifespan="off") as base_url:
+        yield emulator, brain, base_url
 
 
 @pytest.fixture
@@ -158,40 +142,9 @@ def test_malformed_json_over_the_socket(served):
 
 def test_python_dash_m_parity_emulate_serves_the_sdk(tmp_path):
     """The documented command, end to end: `python -m parity emulate --port N`, then the SDK by base_url."""
-    import subprocess
-    import sys
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "parity",
-            "emulate",
-            "--port",
-            str(port),
-            "--faults",
-            "overloaded=0.0",
-            "--api-key",
-            "sk-cli",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process, base_url = start_serve(["--faults", "overloaded=0.0", "--api-key", "sk-cli"], cwd=tmp_path,
+                                    ready_path="/", timeout_s=30, command="emulate")
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                httpx.get(base_url, timeout=0.5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "parity emulate did not start"
-                time.sleep(0.1)
         with anthropic.Anthropic(base_url=base_url, api_key="sk-cli", max_retries=0) as client:
             message = client.messages.create(
                 model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "Say hi"}]

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
 import ssl
 import subprocess
-import threading
-import time
 from collections.abc import Awaitable, Callable
 
 import anthropic
@@ -19,6 +16,8 @@ import httpx2
 import pytest
 
 from parity.gateway.aiohttp_transport import AiohttpTransport
+
+from servers import free_port, uvicorn_on_socket
 
 from .conftest import BASELINE, GOOD_BASELINE, USER, ModelBrain
 
@@ -240,12 +239,9 @@ async def test_cut_stall_refused_and_garbage_are_the_httpx_errors_the_gateway_ha
             with pytest.raises(errors):
                 await call(transport, server.url(), body=body, read=0.2)
         await transport.aclose()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     refused = AiohttpTransport()
     with pytest.raises(httpx2.ConnectError):
-        await call(refused, f"http://127.0.0.1:{port}/v1/messages")
+        await call(refused, f"http://127.0.0.1:{free_port()}/v1/messages")
     await refused.aclose()
 
 
@@ -330,8 +326,6 @@ async def test_tls_is_verified_and_a_custom_context_is_used(tmp_path):
 
 @pytest.fixture
 def emulator_on_a_socket():
-    import uvicorn
-
     from parity.emulator.clock import ManualClock
     from parity.emulator.faults import FaultSchedule
     from parity.emulator.service import Emulator
@@ -339,19 +333,8 @@ def emulator_on_a_socket():
     emulator = Emulator(brain=ModelBrain(), clock=ManualClock(),
                         faults=FaultSchedule(timeout_s=0.3, stall_s=0.6, retry_after_s=1, retry_after_ms=5))
     emulator.batches.processing_s = "instant"
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(emulator.app(), log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with uvicorn_on_socket(emulator.app()) as base_url:
+        yield base_url
 
 
 def test_the_gateway_over_real_sockets_with_the_aiohttp_transport(make, emulator_on_a_socket):

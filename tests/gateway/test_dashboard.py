@@ -8,9 +8,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +25,8 @@ from parity.gateway.keys import KeyStore
 from parity.ledger.reader import read_rows
 from parity.ledger.writer import LedgerEntry, LedgerWriter
 from parity.report.dashboard import KeyRow, render_dashboard
+
+from servers import uvicorn_on_socket
 
 CHROMIUM = "/usr/bin/chromium"
 BASELINE = "claude-opus-4-8"
@@ -194,37 +193,6 @@ def _chromium() -> Any:
     return pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) is not installed")
 
 
-class Served:
-    """An ASGI app on a real local port (uvicorn in a thread), for the browser."""
-
-    def __init__(self, app: Any, *, lifespan: str = "on"):
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan=lifespan, access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 def _check_page(page: Any, expected: Decimal, *, charts: int = 2) -> None:
     """The charts are drawn (SVG with a size and marks in it), the total is the ledger's exact total, it refreshes."""
     figures = page.locator("figure.chart svg")
@@ -258,8 +226,8 @@ def test_dashboard_in_chromium(tmp_path):
     app = create_gateway(config)
     system = [{"type": "text", "text": "You sort support tickets into bug, feature or question. " * 300,
                "cache_control": {"type": "ephemeral"}}]
-    with Served(app) as gw:
-        client = anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0)
+    with uvicorn_on_socket(app, lifespan="on", timeout_s=30) as gw_url:
+        client = anthropic.Anthropic(base_url=gw_url, api_key=secret, max_retries=0)
         for i in range(4):
             client.messages.create(model=BASELINE, max_tokens=64, system=system,
                                    messages=[{"role": "user", "content": f"Ticket {i}: the app crashes on save."}])
@@ -270,14 +238,14 @@ def test_dashboard_in_chromium(tmp_path):
         usage = [r.exchange.usage for r in read_rows(ledger)]
         assert any(u.get("cache_read_input_tokens") for u in usage), usage  # cache reads are on the chart too
 
-        assert httpx.get(f"{gw.url}/dashboard").status_code == 401  # the gateway has keys: a key is required
+        assert httpx.get(f"{gw_url}/dashboard").status_code == 401  # the gateway has keys: a key is required
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             try:
                 context = browser.new_context(http_credentials={"username": "admin", "password": secret},
                                               viewport={"width": 1200, "height": 900})
                 page = context.new_page()
-                response = page.goto(f"{gw.url}/dashboard", wait_until="load")
+                response = page.goto(f"{gw_url}/dashboard", wait_until="load")
                 assert response is not None and response.status == 200
                 _check_page(page, expected, charts=3)  # spend, saving (cache), routes
                 assert page.locator("text=team-a").count() >= 1  # key budgets
@@ -288,10 +256,10 @@ def test_dashboard_in_chromium(tmp_path):
                 write_known_ledger(known)
                 policy, state = _policy_and_state(tmp_path)
                 served = dashboard_app(known, keys=keys, policy=policy, state_dir=state, refresh_s=5)
-                with Served(served, lifespan="off") as standalone:
-                    assert httpx.get(f"{standalone.url}/").status_code == 401
+                with uvicorn_on_socket(served, lifespan="off", timeout_s=30) as standalone_url:
+                    assert httpx.get(f"{standalone_url}/").status_code == 401
                     page = context.new_page()
-                    response = page.goto(f"{standalone.url}/", wait_until="load")
+                    response = page.goto(f"{standalone_url}/", wait_until="load")
                     assert response is not None and response.status == 200
                     _check_page(page, exact_total(known), charts=4)  # + fallbacks
                     assert page.locator("text=cert-123").count() == 1 and page.locator("text=21.5").count() == 1

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,40 +16,23 @@ import pytest
 from parity.ledger.reader import read_rows
 
 from ledger.pg import scratch_schema
+from servers import start_serve
 
 BODY = {"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "Say hi"}]}
 HEADERS = {"x-api-key": "sk-client", "anthropic-version": "2023-06-01"}
 UPSTREAM_KEY = "sk-ant-upstream-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start(args: list[str], cwd: Path, log: Path, ready: str) -> tuple[subprocess.Popen, str]:
-    """Run `python -m parity ARGS --port P` and wait until GET `ready` answers; (process, base URL)."""
-    port = _free_port()
+def _start(command: str, args: list[str], cwd: Path, log: Path, ready: str) -> tuple[subprocess.Popen, str]:
+    """Run `python -m parity COMMAND ARGS --port P` with the upstream key set, logging to `log`; wait until GET
+    `ready` answers; (process, base URL)."""
     env = {**os.environ, "PARITY_UPSTREAM_API_KEY": UPSTREAM_KEY}
-    with open(log, "a") as out:
-        process = subprocess.Popen([sys.executable, "-m", "parity", *args, "--port", str(port)], cwd=cwd, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, log.read_text()
-        try:
-            httpx.get(base + ready, timeout=0.5)
-            return process, base
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, f"{args[0]} did not start: {log.read_text()}"
-            time.sleep(0.1)
+    return start_serve(args, cwd=cwd, env=env, ready_path=ready, command=command, log=log)
 
 
 def _serve(upstream: str, ledger: str, tmp: Path, name: str, *options: str) -> tuple[subprocess.Popen, str]:
-    return _start(["serve", "--upstream", upstream, "--ledger", ledger, "--journal", str(tmp / "journal"),
-                   "--replica", name, *options], tmp, tmp / f"{name}.log", "/healthz")
+    return _start("serve", ["--upstream", upstream, "--ledger", ledger, "--journal", str(tmp / "journal"),
+                            "--replica", name, *options], tmp, tmp / f"{name}.log", "/healthz")
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -140,7 +121,7 @@ def test_a_replica_resumes_the_batches_a_killed_replica_sent_and_flushes_its_que
     """An upstream that outlives the gateway (a separate emulator, like the real API): replica a sends a batch of
     three and queues two more, then is SIGKILLed; replica b (on the same PostgreSQL ledger) answers a's handles,
     sends the two and collects a's batch without sending its three requests again."""
-    emulator, upstream = _start(["emulate", "--batch-processing-s", "3"], tmp_path, tmp_path / "emulator.log",
+    emulator, upstream = _start("emulate", ["--batch-processing-s", "3"], tmp_path, tmp_path / "emulator.log",
                                 "/v1/models")
     try:
         a, base_a = _serve(upstream, pg, tmp_path, "a", "--defer-max-batch", "3", "--defer-max-wait", "60",

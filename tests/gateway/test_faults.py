@@ -8,7 +8,6 @@ Scenarios are the test functions (parametrized cases count one each); `test_faul
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 import anthropic
@@ -17,6 +16,8 @@ import pytest
 
 from parity.emulator.brains.base import BrainReply
 from parity.api.transport import AsyncASGITransport
+
+from servers import free_port
 
 from .conftest import BASELINE, CANDIDATE, GOOD_BASELINE, TASK, USER, policy, scoped_fault, text
 
@@ -234,17 +235,9 @@ def test_passthrough_timeout_is_a_504_after_retries(make):
     assert row.status_code == 504 and "upstream timeout" in row.reason and ex.error["error"]["type"] == "timeout_error"
 
 
-def _closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 @pytest.mark.parametrize("client", ["lean", "httpx"])
 def test_passthrough_connection_refused_is_a_502(make, client):
-    harness = make(upstream=f"http://127.0.0.1:{_closed_port()}", upstream_transport="network", http_client=client)
+    harness = make(upstream=f"http://127.0.0.1:{free_port()}", upstream_transport="network", http_client=client)
     with harness.sdk() as sdk, pytest.raises(anthropic.InternalServerError) as info:
         sdk.messages.create(**PARAMS)
     assert info.value.status_code == 502 and "could not reach the upstream" in info.value.body["error"]["message"]

@@ -8,11 +8,9 @@ import gzip
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -27,6 +25,8 @@ from parity.errors import InputError
 from parity.exchange import Exchange
 from parity.gateway import otel
 from parity.readers.otel import span_to_exchange
+
+from servers import start_serve
 
 MODEL = "claude-haiku-4-5"
 
@@ -209,24 +209,12 @@ def test_spans_reach_an_otlp_http_collector_with_cost_and_headers(collector, mon
 
 def test_parity_serve_exports_to_the_collector_and_the_file(collector, tmp_path):
     """The gateway as deployed: the traces endpoint from the environment, spans to the file too."""
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{collector.url}/otlp/v1/traces", OTEL_SERVICE_NAME="gw-test")
     spans_file = tmp_path / "spans.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "parity", "serve", "--upstream", "emulator", "--port", str(port),
-                                "--ledger", "off", "--otel-file", str(spans_file)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process, base = start_serve(["--upstream", "emulator", "--ledger", "off", "--otel-file", str(spans_file)],
+                                cwd=tmp_path, env=env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                httpx.get(f"{base}/healthz", timeout=0.5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
         answer = httpx.post(f"{base}/v1/messages", json={"model": MODEL, "max_tokens": 20, "messages": [
             {"role": "user", "content": "Say hi"}]}, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
         assert answer.status_code == 200
@@ -262,9 +250,3 @@ def test_grpc_without_its_exporter_is_refused_saying_what_to_install(monkeypatch
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")  # the signal's own variable wins
     with pytest.raises(InputError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
         otel.exporters()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -17,6 +17,8 @@ from parity.gateway.local import emulator_config
 from parity.gateway.upstream import Upstream
 from parity.policy import Contract, Match, Policy, TaskPolicy
 
+from servers import uvicorn_on_socket
+
 from .conftest import BASELINE, GOOD_BASELINE, TASK, UPSTREAM_KEY, USER, certified, policy, text
 
 PARAMS = dict(model=BASELINE, max_tokens=200, messages=USER)
@@ -303,12 +305,6 @@ def test_metrics(make):
 
 def test_served_on_a_socket_with_the_emulator_upstream(tmp_path):
     """`parity serve --upstream emulator` as a user runs it: uvicorn on a port, the SDK pointed at it."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     from parity.emulator.clock import ManualClock
     from parity.emulator.service import Emulator
 
@@ -316,23 +312,10 @@ def test_served_on_a_socket_with_the_emulator_upstream(tmp_path):
 
     config = emulator_config(Emulator(brain=ModelBrain(), clock=ManualClock()), ledger_url=str(tmp_path / "l.db"))
     app = create_gateway(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    try:
-        with anthropic.Anthropic(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", api_key="any", max_retries=0) as sdk:
+    with uvicorn_on_socket(app) as base_url:
+        with anthropic.Anthropic(base_url=base_url, api_key="any", max_retries=0) as sdk:
             assert sdk.messages.create(**PARAMS).content[0].text == GOOD_BASELINE
             with sdk.messages.stream(**PARAMS) as s:
                 assert s.get_final_message().content[0].text == GOOD_BASELINE
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
     rows = list(__import__("parity.ledger.reader", fromlist=["read_ledger"]).read_ledger(str(tmp_path / "l.db")))
     assert len(rows) == 2  # the lifespan shutdown drained the recorder into the ledger

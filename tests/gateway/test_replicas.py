@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from parity.ledger.schema import create_engine
 from parity.policy import CertificateRef, Policy, save_policy
 
 from ledger.pg import scratch_schema
+from servers import start_serve
 
 from .conftest import BASELINE, CANDIDATE, TASK, UPSTREAM_KEY, USER, policy
 from .test_certified_routes import copy_certificate, edit_a_score, genuine
@@ -211,29 +211,8 @@ def _edited(path: Path) -> dict:
 # ---- subprocess replicas: SIGKILL under load --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _serve(pg: str, journal: str, name: str, cwd) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "parity", "serve", "--upstream", "emulator", "--port", str(port), "--ledger", pg,
-         "--journal", journal, "--replica", name],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stdout.read()
-        try:
-            httpx.get(f"{base}/healthz", timeout=0.5)
-            return process, base
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, f"replica {name} did not start"
-            time.sleep(0.1)
+    return start_serve(["--upstream", "emulator", "--ledger", pg, "--journal", journal, "--replica", name], cwd=cwd)
 
 
 def test_sigkill_under_load_loses_no_acknowledged_request(pg, tmp_path):

@@ -4,38 +4,17 @@ ledger written by default (SQLite in WAL mode, `parity-ledger.db` in the working
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import anthropic
-import httpx
 
 from parity.ledger.reader import read_rows
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from servers import start_serve
 
 
 def test_parity_serve_answers_the_sdk_and_keeps_a_ledger_by_default(tmp_path):
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "parity", "serve", "--upstream", "emulator", "--port", str(port)],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base_url = f"http://127.0.0.1:{port}"
+    process, base_url = start_serve(["--upstream", "emulator"], cwd=tmp_path, ready_path="/metrics")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                httpx.get(f"{base_url}/metrics", timeout=0.5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "parity serve did not start"
-                time.sleep(0.1)
         with anthropic.Anthropic(base_url=base_url, api_key="sk-any", max_retries=0) as client:
             message = client.messages.create(model="claude-haiku-4-5", max_tokens=50,
                                              messages=[{"role": "user", "content": "Say hi"}])
