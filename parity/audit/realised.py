@@ -35,7 +35,8 @@ from parity.fingerprint import fingerprint
 from parity.policy import CACHE_FIX_TAG
 from parity.task import named_task
 
-__all__ = ["FamilyPeriod", "LeverRow", "SavingsView", "estimates_from_report", "family_of", "period", "realised"]
+__all__ = ["FamilyPeriod", "LeverRow", "SavingsView", "estimates_from_report", "family_of", "period", "realised",
+           "scaled_estimate"]
 
 LEVERS = ("cache", "batch", "rightsize")
 ROUTING = ("routed", "fallback", "shadow")
@@ -168,7 +169,7 @@ def realised(after: Mapping[str, FamilyPeriod], pricer: Pricer, *, before: Mappi
             was = before.get(fid)
             for lever in LEVERS:
                 value = _lever(lever, fid, now, was, pricer, baselines, baseline_costs)
-                est = _scaled(estimates.get((fid, lever)), now.requests)
+                est = scaled_estimate(estimates.get((fid, lever)), now.requests)
                 if value is None and est is None:
                     continue
                 row = LeverRow(fid, lever, est, value or Decimal(0), was.requests if was else 0, now.requests,
@@ -201,7 +202,8 @@ def _lever(lever: str, fid: str, now: FamilyPeriod, was: FamilyPeriod | None, pr
     return pricer.total(as_billed(now.routed, baseline)) - pricer.total(now.routed)
 
 
-def _scaled(estimate: tuple[Decimal, int] | None, requests: int) -> Decimal | None:
+def scaled_estimate(estimate: tuple[Decimal, int] | None, requests: int) -> Decimal | None:
+    """A (saving, requests it was estimated on) pair scaled to `requests` (None stays None)."""
     if estimate is None:
         return None
     saving, n = estimate

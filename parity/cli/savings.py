@@ -62,17 +62,21 @@ def savings(
 
 
 def certified_baseline_costs(tasks: dict[str, Any], folder: Path) -> dict[str, Decimal]:
-    """Per routed task, the baseline's cost per request its certificate measured (path relative to the policy's
-    folder); a certificate that cannot be read leaves that task to the token-based estimate."""
+    """Per routed task, the baseline's cost per request its certificate measured (read as the gateway reads it,
+    relative to the policy's folder); a certificate that cannot be read leaves that task to the token-based
+    estimate."""
+    from parity.errors import ParityError
+    from parity.gateway.certified import certificate_path
+    from parity.proof.certificate import load
+
     out: dict[str, Decimal] = {}
     for name, task in tasks.items():
-        ref = getattr(task, "certificate", None)
-        if task.mode != "route" or ref is None:
+        path = certificate_path(task, folder) if task.mode == "route" else None
+        if path is None:
             continue
-        path = Path(ref.path) if Path(ref.path).is_absolute() else folder / ref.path
         try:
-            value = json.loads(path.read_text(encoding="utf-8"))["cost"]["baseline_per_request"]
-        except (OSError, ValueError, KeyError, TypeError):
+            value = load(path)["cost"]["baseline_per_request"]
+        except (ParityError, OSError, KeyError, TypeError):
             continue
         if value is not None:
             out[name] = Decimal(str(value))

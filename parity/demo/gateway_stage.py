@@ -108,6 +108,9 @@ def defer_steps(gateway: LocalGateway, steps: list[Step], clock: ManualClock, pr
             break
         clock.advance(BATCH_POLL_S)
         time.sleep(0.02)  # the gateway's deferral worker polls the batch in the background
+    if handles:
+        raise RuntimeError(f"{len(handles)} deferred requests were still waiting after "
+                           f"{200 * BATCH_POLL_S / 3600:.0f} simulated hours")
     return answered
 
 

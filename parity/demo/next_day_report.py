@@ -9,6 +9,7 @@ reads the same comparison from the ledger alone, where no twin run exists.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,8 +22,9 @@ from rich.table import Table
 from parity.demo.bill import Bill, usd
 from parity.demo.gateway_stage import NextDay, saved
 from parity.demo.pipeline import SIMULATED
-from parity.audit.realised import estimates_from_report
-from parity.policy import CACHE_FIX_TAG, Policy
+from parity.audit.realised import estimates_from_report, scaled_estimate
+from parity.ledger.reader import LedgerRow
+from parity.policy import CACHE_FIX_TAG, Policy, TaskPolicy
 from parity.report.tables import fit
 
 TARGET_CUT = 0.60
@@ -52,64 +54,50 @@ def family_lines(day: NextDay, policy: Policy, audit: Mapping[str, Any], day1_re
                  outcomes: Mapping[str, Any]) -> list[FamilyLine]:
     """Per day-2 family: the lever, the audit's estimate scaled to day 2's requests, before/after, and notes."""
     estimates = estimates_from_report(audit)
+    rows_of: dict[str, list[LedgerRow]] = {}
+    for row in day.rows:
+        rows_of.setdefault(row.exchange.tags.get("task") or "", []).append(row)
     lines = []
     for family, before in sorted(day.before_by_family.items(), key=lambda kv: -kv[1].total.total):
         after = day.after_by_family.get(family)
-        rows = [r for r in day.rows if r.exchange.tags.get("task") == family]
-        task = policy.tasks.get(family)
-        lever, happened, left = _what_happened(family, rows, task, outcomes.get(family), before)
-        estimate = _scaled(estimates.get((family, lever)), before.requests)
-        if lever == "cache" and task is not None and task.cache_plan is None and task.proposals:
-            proposed = sum((Decimal(p.estimated_saving_usd) for p in task.proposals), Decimal(0))
-            left = (f"not applied: the plan proposes a prompt change ({', '.join(p.cause for p in task.proposals)}; "
-                    f"about {usd(_per_day(proposed, day1_requests.get(family), before.requests))} a day), and a "
-                    "prompt change is never applied silently: make it in code, or prove it with `parity prove`")
-        lines.append(FamilyLine(family, lever, estimate, before.total.total,
-                                after.total.total if after else Decimal(0), happened, left))
+        lever, happened, left = _what_happened(rows_of.get(family, []), policy.tasks.get(family),
+                                               outcomes.get(family), before, day1_requests.get(family, 0))
+        lines.append(FamilyLine(family, lever, scaled_estimate(estimates.get((family, lever)), before.requests),
+                                before.total.total, after.total.total if after else Decimal(0), happened, left))
     return lines
 
 
-def _what_happened(family: str, rows: list, task: Any, outcome: Any, before: Bill) -> tuple[str, str, str | None]:
-    answered = [r for r in rows if r.answered_client]
-    routes = {}
-    for r in answered:
-        routes[r.route or "passthrough"] = routes.get(r.route or "passthrough", 0) + 1
-    if routes.get("deferred"):
+def _what_happened(rows: list[LedgerRow], task: TaskPolicy | None, outcome: Any, before: Bill,
+                   day1_requests: int) -> tuple[str, str, str | None]:
+    """(lever, what the gateway did, what keeps the saving down) for one family's day-2 rows."""
+    routes = Counter(r.route or "passthrough" for r in rows if r.answered_client)
+    if routes["deferred"]:
         return "batch", f"{routes['deferred']} deferred into one Message Batch (50% off)", None
     if task is not None and task.mode == "route":
         shadows = sum(1 for r in rows if r.route == "shadow")
-        demos = (outcome.certificate["cost"].get("demonstrations_per_request") if outcome is not None else None)
+        demos = outcome.certificate["cost"].get("demonstrations_per_request") if outcome is not None else None
         left = None
         if demos is not None and Decimal(demos) > 0:
             left = (f"the tuned prompt's demonstrations add ${Decimal(demos):.6f} to each routed request "
-                    f"(${Decimal(demos) * routes.get('routed', 0):.4f} today); the bare prompt was less likely to "
+                    f"(${Decimal(demos) * routes['routed']:.4f} today); the bare prompt was less likely to "
                     "pass the test")
-        return ("rightsize", f"{routes.get('routed', 0)} routed to {task.candidate_model}, "
-                f"{routes.get('fallback', 0)} fell back, {shadows} drift-sample calls", left)
+        return ("rightsize", f"{routes['routed']} routed to {task.candidate_model}, {routes['fallback']} fell back, "
+                f"{shadows} drift-sample calls", left)
     if task is not None and task.cache_plan is not None:
         fixed = sum(1 for r in rows if r.exchange.tags.get(CACHE_FIX_TAG))
         return "cache", f"{', '.join(task.cache_plan.fixes)} applied to {fixed} requests", None
     if task is not None and task.proposals:
-        return "cache", "left as sent: the fix changes the prompt", None
+        proposed = sum((Decimal(p.estimated_saving_usd) for p in task.proposals), Decimal(0))
+        per_day = scaled_estimate((proposed, day1_requests), before.requests) or proposed
+        return ("cache", "left as sent: the fix changes the prompt",
+                f"not applied: the plan proposes a prompt change ({', '.join(p.cause for p in task.proposals)}; "
+                f"about {usd(per_day)} a day), and a prompt change is never applied silently: make it "
+                "in code, or prove it with `parity prove`")
     if outcome is not None and outcome.certificate["decision"]["verdict"] != "switch":
         tried = ", ".join(c["model"] for c in outcome.certificate["candidates"])
         return ("none", "stays on its baseline", f"refused: no candidate ({tried}) proved as good, so "
                 f"{usd(before.total.total)} a day stays at the baseline's price")
     return "none", "passthrough", None
-
-
-def _scaled(estimate: tuple[Decimal, int] | None, requests: int) -> Decimal | None:
-    if estimate is None:
-        return None
-    saving, n = estimate
-    return _per_day(saving, n, requests)
-
-
-def _per_day(amount: Decimal, n: int | None, requests: int) -> Decimal:
-    """Day 1's amount over `n` requests, scaled to day 2's `requests` (an estimate: rounded to a micro-dollar)."""
-    if not n:
-        return amount
-    return (amount * requests / n).quantize(Decimal("0.000001"))
 
 
 def print_next_day(console: Console, day: NextDay, lines: list[FamilyLine]) -> None:
@@ -121,11 +109,11 @@ def print_next_day(console: Console, day: NextDay, lines: list[FamilyLine]) -> N
         table.add_row(line.family, LEVER_NAMES.get(line.lever, line.lever),
                       f"{day.before_by_family[line.family].requests:,}", usd(line.before), usd(line.after),
                       usd(line.realised), "—" if line.estimate is None else usd(line.estimate), line.happened)
+    cut, share = saved(day)
     table.add_row("[bold]all[/]", "", f"{day.before.requests:,}", f"[bold]{usd(day.before.total.total)}[/]",
-                  f"[bold]{usd(day.after.total.total)}[/]", f"[bold]{usd(saved(day)[0])}[/]",
+                  f"[bold]{usd(day.after.total.total)}[/]", f"[bold]{usd(cut)}[/]",
                   usd(sum((line.estimate for line in lines if line.estimate is not None), Decimal(0))), "")
     console.print(fit(table, console))
-    cut, share = saved(day)
     console.print(f"[bold]Day 2's bill: {usd(day.before.total.total)} direct → {usd(day.after.total.total)} through the "
                   f"gateway, {share:.1%} off[/] {SIMULATED}, everything the gateway paid included (rejected "
                   f"candidate answers, {day.routes.get('fallback', 0)} fallbacks, the drift sample). Every routed "

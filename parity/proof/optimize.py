@@ -424,13 +424,12 @@ class _Search:
         self._score(candidates, self.minibatch)
         for record in candidates:
             record.minibatch_score = self._mean(record, self.minibatch)
-        priced_out = [r for r in candidates if self._priced_out(r)]
-        if priced_out:
-            self._tell(stage, f"{len(priced_out)} prompt(s) cost at least the baseline per request "
+        affordable = [r for r in candidates if not self._priced_out(r)]
+        if len(affordable) < len(candidates):
+            self._tell(stage, f"{len(candidates) - len(affordable)} prompt(s) cost at least the baseline per request "
                               f"(${self.ceiling:.6f}); they cannot save and are dropped")
         # Best minibatch score first; among equal scores the cheaper prompt, then creation order (sorted is stable).
-        ranked = sorted((r for r in candidates if not self._priced_out(r)),
-                        key=lambda r: (-(r.minibatch_score or 0.0), _cost_key(r)))
+        ranked = sorted(affordable, key=lambda r: (-(r.minibatch_score or 0.0), _cost_key(r)))
         survivors = [r for r in ranked if (r.minibatch_score or 0.0) >= incumbent.minibatch_score][:finalists]
         if not survivors:
             self._tell(stage, "no candidate matched the incumbent on the minibatch")
@@ -466,15 +465,14 @@ class _Search:
         best-scoring prompt stays."""
         if self.cost is None or self.ceiling is None or self.boundary is None or not self.test_size:
             return
+        # full_score is set only once a prompt is scored on the whole validation split
         scored = [r for r in self.records if r.full_score is not None and r.cost_per_request is not None
-                  and not self._priced_out(r)
-                  and all((r.prompt_hash, e.id) in self.scorer.cache for e in self.validation)]
+                  and not self._priced_out(r)]
         if not scored:
             return
         optimism = self._optimism()
         for r in scored:
-            sd = float(np.std(self._scores(r, self.validation), ddof=1)) if len(self.validation) > 1 else 0.0
-            r.pass_chance = pass_chance(r.full_score - optimism, sd, self.boundary, self.test_size)  # type: ignore[operator]
+            r.pass_chance = pass_chance(r.full_score - optimism, self._sd(r), self.boundary, self.test_size)  # type: ignore[operator]
         incumbent = self.incumbent
         likely = [r for r in scored if (r.pass_chance or 0.0) >= PASS_FLOOR]
         if not likely:
@@ -492,12 +490,15 @@ class _Search:
 
     def _optimism(self) -> float:
         """The winner's-curse allowance of the search so far: E[max of K normals] · sd / √n, sd of the incumbent."""
-        best = self.incumbent
-        n = len(self.validation)
-        if best is None or n < 2:
+        if self.incumbent is None or len(self.validation) < 2:
             return 0.0
-        sd = float(np.std(self._scores(best, self.validation), ddof=1))
-        return expected_max_normal(len(self.records)) * sd / math.sqrt(n)
+        return expected_max_normal(len(self.records)) * self._sd(self.incumbent) / math.sqrt(len(self.validation))
+
+    def _sd(self, record: CandidateRecord) -> float:
+        """The standard deviation of a prompt's validation scores (0 on fewer than two items)."""
+        if len(self.validation) < 2:
+            return 0.0
+        return float(np.std(self._scores(record, self.validation), ddof=1))
 
     # ---- helpers -----------------------------------------------------------------------------------------------
 
@@ -544,7 +545,7 @@ class _Search:
         assert best is not None and best.full_score is not None and best.full_se is not None
         assert base.full_score is not None and base.full_se is not None
         n = len(self.validation)
-        sd = float(np.std(self._scores(best, self.validation), ddof=1)) if n > 1 else 0.0
+        sd = self._sd(best)
         k = len(self.records)
         optimism = self._optimism()
         note = (f"chosen as the best of {k} prompts on {n} validation items: its validation mean {best.full_score:.3f} "

@@ -191,12 +191,12 @@ class _Run:
             return opt.parse_proposals(result.text)
 
         def cost(prompt: TunedPrompt) -> float | None:
-            prices = list(paid.get(opt.prompt_hash(prompt), {}).values())
-            return float(sum(prices) / len(prices)) if prices else None
+            mean = mean_cost(list(paid.get(opt.prompt_hash(prompt), {}).values()))
+            return None if mean is None else float(mean)
 
-        baseline_prices = [p for p in (usage_cost(self.config.baseline_model, i.baseline_usage, table=self.table)
-                                       for i in (*splits.train, *splits.validation)) if p is not None]
-        ceiling = float(sum(baseline_prices) / len(baseline_prices)) if baseline_prices else None
+        baseline = mean_cost([p for p in (usage_cost(self.config.baseline_model, i.baseline_usage, table=self.table)
+                                          for i in (*splits.train, *splits.validation)) if p is not None])
+        ceiling = None if baseline is None else float(baseline)
 
         def on_progress(event: opt.ProgressEvent) -> None:
             self.tell("optimise", f"{model}: {event.message}", event.candidates, event.max_candidates)
