@@ -205,14 +205,12 @@ def _record_deferred(recorder: GatewayRecorder, tasks: TaskRouter) -> Callable[[
 
     def finished(item: Deferred, cost: Any) -> None:
         label = item.task if item.task in tasks.policy.tasks else ("unmatched" if item.task else "")
-        status = 200 if item.status == "succeeded" else 400 if item.status == "errored" else 410
-        tags = {"parity_deferred_id": item.id, "batch_id": str(item.batch_id)}
         duration = max(0.0, (item.finished_at or item.queued_at) - item.queued_at)
         recorder.record(Record(
             endpoint="messages", request=item.request, started_at=item.started_at, duration_s=duration,
-            route="deferred", status=status, task=item.task, task_label=label,
-            reason=None if item.status == "succeeded" else f"batch result {item.status}",
-            message=item.message, error=item.error, key_id=item.key_id, tags=tags, counted=False, batch=True,
+            route="deferred", status=item.status_code, task=item.task, task_label=label, reason=item.reason,
+            message=item.message, error=item.error, key_id=item.key_id, tags=item.ledger_tags(), counted=False,
+            batch=True,
             record_id=item.id,  # one ledger row per deferred request, whichever replica records it, however often
         ))
 

@@ -192,6 +192,26 @@ class Deferred:
         return cls(row.id, row.request, row.queued_at, row.started_at, row.task, row.key_id, status, row.batch_id,
                    message, error, row.finished_at)
 
+    @property
+    def status_code(self) -> int:
+        """The HTTP status its ledger row records: 200 answered, 400 the batch rejected it, 410 expired or canceled."""
+        return 200 if self.status == "succeeded" else 400 if self.status == "errored" else 410
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.status == "succeeded" else f"batch result {self.status}"
+
+    def ledger_tags(self) -> dict[str, str]:
+        """The tags its ledger row carries: which handle, which batch."""
+        return {"parity_deferred_id": self.id, "batch_id": str(self.batch_id)}
+
+    def batch_cost(self) -> Decimal | None:
+        """What its answer cost at batch rates; None without an answer. A model the table cannot price raises."""
+        usage = (self.message or {}).get("usage")
+        if not isinstance(usage, dict):
+            return None
+        return pricing.cost(str(self.message["model"]), usage, batch=True).total  # type: ignore[index]
+
     def handle(self) -> dict[str, Any]:
         return {
             "type": "parity_deferred",
@@ -417,13 +437,12 @@ class DeferralQueue:
         """Count, price and record one result this replica collected."""
         self.counts[item.status] += 1
         cost = None
-        usage = (item.message or {}).get("usage")
-        if isinstance(usage, dict):
-            try:
-                cost = pricing.cost(str(item.message["model"]), usage, batch=True).total  # type: ignore[index]
-                self.spend += cost
-            except Exception as exc:
-                log.warning("deferral: could not price %s: %s", item.id, exc)
+        try:
+            cost = item.batch_cost()
+        except Exception as exc:
+            log.warning("deferral: could not price %s: %s", item.id, exc)
+        if cost is not None:
+            self.spend += cost
         self._record(item, cost)
 
     def _record(self, item: Deferred, cost: Any) -> None:
@@ -433,7 +452,7 @@ class DeferralQueue:
             except Exception:
                 log.exception("deferral: recording %s failed", item.id)
         elif self.ledger is not None:
-            tags = {"parity_deferred_id": item.id, "batch_id": str(item.batch_id)}
+            tags = item.ledger_tags()
             if item.task:
                 tags["task"] = item.task
             exchange = Exchange(
@@ -441,10 +460,8 @@ class DeferralQueue:
                 duration_ms=int(((item.finished_at or item.queued_at) - item.queued_at) * 1000), tags=tags,
                 route="deferred", batch=True,
             )
-            status = 200 if item.status == "succeeded" else 400 if item.status == "errored" else 410
-            self.ledger.write(LedgerEntry(exchange, cost_usd=cost, reason=None if item.status == "succeeded" else
-                                          f"batch result {item.status}", status_code=status, key_id=item.key_id,
-                                          record_id=item.id))
+            self.ledger.write(LedgerEntry(exchange, cost_usd=cost, reason=item.reason, status_code=item.status_code,
+                                          key_id=item.key_id, record_id=item.id))
 
     async def _maintain(self, now: float) -> None:
         """Drop results older than `retain_s`; record again what a replica that died collected but never recorded
@@ -455,10 +472,9 @@ class DeferralQueue:
         for row in await asyncio.to_thread(self.store.unrecorded, now - 60.0):
             item = Deferred.from_row(row)
             log.warning("deferral: %s finished without its ledger row (its replica stopped); recording it", item.id)
-            usage = (item.message or {}).get("usage")
             cost = None
             with contextlib.suppress(Exception):
-                cost = pricing.cost(str(item.message["model"]), usage, batch=True).total  # type: ignore[index]
+                cost = item.batch_cost()
             self._record(item, cost)
 
     def status(self) -> dict[str, Any]:
